@@ -1,0 +1,5 @@
+import sys
+
+from dmmlib.cli import main
+
+sys.exit(main())

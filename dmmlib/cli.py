@@ -1,0 +1,53 @@
+"""``python -m dmmlib``: the command-line entry points.
+
+Each subcommand lives beside the code it drives; this file only lists them.
+A module named here provides ``configure(parser)`` to add its arguments and
+``main(args) -> int`` to run. Modules are imported only when their command is
+chosen, so ``--help`` stays fast and a missing optional dependency of one
+command never breaks another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dmmlib.errors import DMMInputError
+
+# name -> (module, one-line help). Add a line here to add a command.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("dmmlib.info", "print versions, the active profile and the torch device"),
+}
+
+
+def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m dmmlib",
+        description="DMM-Net, the book: the dmmlib command line.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            module = __import__(module_name, fromlist=["configure"])
+            module.configure(sub_parser)
+            sub_parser.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(chosen if chosen in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args._module.main(args) or 0)
+    except DMMInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,67 @@
+"""environment.yml (conda) and pyproject.toml (pip) must install the same things."""
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pyproject_requirements() -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = set(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        requirements.update(extra)
+    return {r.replace(" ", "") for r in requirements}
+
+
+def _environment_pip_requirements() -> set[str]:
+    environment = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_sections = [d["pip"] for d in environment["dependencies"] if isinstance(d, dict) and "pip" in d]
+    assert len(pip_sections) == 1, "environment.yml should have exactly one pip section"
+    return {r.replace(" ", "") for r in pip_sections[0] if not r.startswith("-e")}
+
+
+def test_environment_yml_names_the_same_dependencies_as_pyproject():
+    in_pyproject = _pyproject_requirements()
+    in_environment = _environment_pip_requirements()
+    assert in_environment == in_pyproject, (
+        f"only in environment.yml: {sorted(in_environment - in_pyproject)}; "
+        f"only in pyproject.toml: {sorted(in_pyproject - in_environment)}"
+    )
+
+
+def test_environment_yml_installs_the_project_itself():
+    environment = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in environment["dependencies"] if isinstance(d, dict))
+    assert "-e ." in pip_section
+
+
+def test_torch_is_pinned_once():
+    # environment.yml mirrors pyproject.toml and is kept in step by the test above.
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    pinning = [f for f in tracked if f != "environment.yml" and (ROOT / f).is_file()
+               and "torch==" in (ROOT / f).read_text(errors="ignore") and not f.startswith("tests/")]
+    assert pinning == ["pyproject.toml"], pinning
+
+
+def test_cli_help_lists_info():
+    out = subprocess.run([sys.executable, "-m", "dmmlib", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "info" in out
+
+
+def test_cli_info_prints_profile_and_device():
+    out = subprocess.run([sys.executable, "-m", "dmmlib", "info"], capture_output=True, text=True, check=True).stdout
+    assert "profile" in out and "device" in out and "torch" in out
+
+
+def test_cli_reports_unknown_profile_without_traceback():
+    import os
+
+    env = {**os.environ, "DMM_PROFILE": "nope"}
+    result = subprocess.run([sys.executable, "-m", "dmmlib", "info"], capture_output=True, text=True, env=env)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "DMM_PROFILE='nope'" in result.stderr
