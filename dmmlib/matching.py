@@ -1,0 +1,511 @@
+"""DMM-Net's differentiable matching layer (Sec. 3, Alg. 1) and the matchers it is compared with.
+
+A cost matrix C [B, n, m] (n templates by m proposals, batch first; [n, m] also accepted)
+defines the linear program of Eq. 3:  min Tr(C X^T)  s.t.  X 1 = 1,  X^T 1 <= 1,  X >= 0.
+
+* :func:`dmm_match` -- Alg. 1: projected gradient descent, each projection by Dykstra's
+  algorithm, output the average of the iterates. Differentiable; ``variant="release"``
+  reproduces the authors' released code instead of the paper's listing.
+* :func:`confident_assignment` -- X~ = X^ * 1[X^ = row max] (Sec. 4.1).
+* :func:`hungarian_match`, :func:`greedy_match` -- exact and greedy 0/1 matchings.
+* :func:`sinkhorn_match` -- an entropic relaxation with the same constraints.
+* :func:`lp_objective`, :func:`constraint_violation` -- the LP's objective and feasibility.
+
+All matchers take and return tensors of the same shape, dtype and device, so they are
+interchangeable. Optional masks ``template_mask`` [B, n] and ``proposal_mask`` [B, m] let
+one batch hold problems of different sizes: padded rows/columns get exactly 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint as _checkpoint
+
+from dmmlib.errors import DMMInputError
+from dmmlib.projections import (  # noqa: F401  (re-exported: the matching API in one place)
+    Layout,
+    _check_n_iter,
+    _columns_sum_at_most_one,
+    _rows_sum_to_one,
+    alternating_project,
+    check_matrix,
+    constraint_violation,
+    dykstra_project,
+    make_layout,
+    project_columns_literal_eq6,
+    project_columns_sum_at_most_one,
+    project_nonnegative,
+    project_rows_sum_to_one,
+    violation_with_layout,
+)
+
+PAPER_SETTINGS = {"n_grad": 40, "n_proj": 5, "lr": 0.1}  # Sec. 4.1
+RELEASE_SETTINGS = {"n_grad": 400, "n_proj": 50, "lr": 0.1}  # the authors' code (paper-vs-code.md)
+RELEASE_TOL = 1e-6
+VARIANTS = ("paper", "release")
+
+__all__ = [
+    "dmm_match", "MatchTrace", "confident_assignment", "hungarian_match", "greedy_match", "sinkhorn_match",
+    "lp_objective", "constraint_violation", "project_rows_sum_to_one", "project_columns_sum_at_most_one",
+    "project_nonnegative", "project_columns_literal_eq6", "dykstra_project", "alternating_project",
+    "PAPER_SETTINGS", "RELEASE_SETTINGS",
+]
+
+
+# ----------------------------------------------------------------------------- input checks
+
+
+@dataclass
+class _Problem:
+    cost: Tensor  # [B, n, m'] padded entries 0; m' = m + n when "no proposal" columns were added
+    layout: Layout
+    batched: bool
+    n_real_columns: int  # m: the caller's columns; the rest are "no proposal" dummies
+
+    def output(self, X: Tensor) -> Tensor:
+        X = X[..., : self.n_real_columns]
+        return X if self.batched else X.squeeze(0)
+
+
+def _prepare_problem(cost, template_mask, proposal_mask, no_proposal_cost) -> _Problem:
+    cost = check_matrix(cost, "cost")
+    if cost.ndim not in (2, 3):
+        raise DMMInputError(f"cost has shape {list(cost.shape)}; expected [n, m] or [B, n, m]")
+    batched = cost.ndim == 3
+    # masks are checked against the caller's shape, before the batch dimension is added
+    make_layout(cost.shape, template_mask, proposal_mask, cost.dtype, cost.device)
+    if not batched:
+        cost = cost.unsqueeze(0)
+        template_mask = None if template_mask is None else template_mask.unsqueeze(0)
+        proposal_mask = None if proposal_mask is None else proposal_mask.unsqueeze(0)
+    B, n, m = cost.shape
+    device = cost.device
+    rows = torch.ones(B, n, dtype=torch.bool, device=device) if template_mask is None else template_mask.to(device)
+    cols = torch.ones(B, m, dtype=torch.bool, device=device) if proposal_mask is None else proposal_mask.to(device)
+    valid = rows.unsqueeze(-1) & cols.unsqueeze(-2)
+    bad = valid & ~torch.isfinite(cost.detach())
+    if bool(bad.any()):
+        where = [int(i) for i in bad.nonzero()[0]]
+        raise DMMInputError(f"cost has {int(bad.sum())} NaN or infinite entries (first at index "
+                            f"{where if batched else where[1:]}); expected finite costs")
+    if template_mask is not None or proposal_mask is not None:
+        # padded entries may hold anything (inf, NaN); they must not reach any sum
+        cost = torch.where(valid, cost, torch.zeros((), dtype=cost.dtype, device=device))
+
+    n_valid, m_valid = rows.sum(-1), cols.sum(-1)
+    if no_proposal_cost is None:
+        infeasible = (n_valid > m_valid).nonzero()
+        if len(infeasible):
+            b = int(infeasible[0])
+            which = f" (problem {b} of the batch)" if batched else ""
+            raise DMMInputError(
+                f"cost{which} has n={int(n_valid[b])} templates but only m={int(m_valid[b])} proposals: "
+                f"every template row must sum to 1 while every proposal column sums to at most 1, "
+                f"which is impossible when n > m; pass no_proposal_cost=<cost of leaving a template "
+                f"unmatched> to add 'no proposal' columns")
+    else:
+        if isinstance(no_proposal_cost, bool) or not isinstance(no_proposal_cost, (int, float)) \
+                or not math.isfinite(no_proposal_cost):
+            raise DMMInputError(f"no_proposal_cost={no_proposal_cost!r}; expected a finite number")
+        # n dummy columns: enough for every template to be unmatched at once
+        dummy = torch.full((B, n, n), float(no_proposal_cost), dtype=cost.dtype, device=device)
+        cost = torch.cat([cost, dummy * rows.unsqueeze(-1).to(cost.dtype)], dim=-1)
+        if proposal_mask is not None:
+            proposal_mask = torch.cat([proposal_mask.to(device), torch.ones(B, n, dtype=torch.bool, device=device)], -1)
+    layout = make_layout(cost.shape, template_mask, proposal_mask, cost.dtype, device)
+    return _Problem(cost, layout, batched, m)
+
+
+def _check_positive(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise DMMInputError(f"{name}={value!r}; expected a finite number > 0")
+    return float(value)
+
+
+# ----------------------------------------------------------------------------- Alg. 1
+
+
+@dataclass
+class MatchTrace:
+    """Per-outer-iteration diagnostics of :func:`dmm_match`; each field is [N_grad, B] ([N_grad] unbatched).
+
+    * ``objective_average`` -- Tr(C X^T) of the running average (the X^ returned so far)
+    * ``objective_iterate`` -- Tr(C X^T) of the current projected iterate X^i
+    * ``violation_average`` / ``violation_iterate`` -- :func:`constraint_violation` of each
+    * ``step_norm`` -- ||X^i - X^(i-1)||_F
+    """
+
+    objective_average: Tensor
+    objective_iterate: Tensor
+    violation_average: Tensor
+    violation_iterate: Tensor
+    step_norm: Tensor
+
+
+def _columns_with_correction(Y: Tensor, q_columns: Tensor | None, layout: Layout) -> tuple[Tensor, Tensor]:
+    """P2(Y + q2) and the new correction q2 (Alg. 1 line 8), with q2 kept as one value per column [B, 1, m].
+
+    Dykstra's correction for a half-space is always a multiple of its normal, so for C2 it is
+    constant down each column; storing it as a vector saves a full [B, n, m] add per round.
+    """
+    excess = (Y.sum(-2, keepdim=True) - 1.0) * layout.inv_n
+    if q_columns is not None:
+        excess = excess + q_columns
+    new_q = torch.relu(excess)
+    delta = new_q if q_columns is None else new_q - q_columns
+    if layout.row_valid is not None:
+        delta = delta * layout.row_valid
+    return Y - delta, new_q
+
+
+def _paper_outer_step(X: Tensor, step: Tensor, n_proj: int, layout: Layout) -> Tensor:
+    """Alg. 1 lines 4-11: X^i = Dykstra(X^(i-1) - alpha C) with N_proj rounds, corrections from zero.
+
+    The correction q1 of the affine set C1 is dropped: it always lies in C1's normal space
+    (constant along rows), which P1 removes again, so P1(Y + q1) = P1(Y) exactly.
+    ``dykstra_project`` keeps all three corrections literally; the tests check both agree.
+    """
+    Y = X - step
+    q_columns = q_nonneg = None
+    for j in range(n_proj):
+        Y = _rows_sum_to_one(Y, layout)
+        Y, q_columns = _columns_with_correction(Y, q_columns, layout)
+        Z = Y if q_nonneg is None else Y + q_nonneg
+        Y = torch.relu(Z)
+        if j + 1 < n_proj:
+            q_nonneg = Z - Y
+    return Y
+
+
+def _release_outer_step(X: Tensor, q_columns: Tensor, q_nonneg: Tensor, active: Tensor, step: Tensor,
+                        n_proj: int, tol: float, layout: Layout) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One outer iteration as the release runs it: P3 -> P2 -> P1, corrections carried over, early stop.
+
+    X, q_nonneg [B, n, m]; q_columns [B, 1, m]; active [B, 1, 1] bool (problems still iterating).
+    Returns (pre-projection point X - alpha C, X^i, q_columns, q_nonneg). The inner loop of a
+    problem stops once a round moves no entry by more than ``tol``; problems that are no longer
+    active keep their state, so a batch gives what a loop over its problems gives.
+    """
+    pre = X - step
+    Y = pre
+    inner_active = active
+    for _ in range(n_proj):
+        Z = Y + q_nonneg
+        Y_new = torch.relu(Z)
+        q_nonneg_new = Z - Y_new
+        Y_new, q_columns_new = _columns_with_correction(Y_new, q_columns, layout)
+        Y_new = _rows_sum_to_one(Y_new, layout)
+        moved = (Y_new - Y).detach().abs().amax((-2, -1), keepdim=True) > tol  # [B, 1, 1]
+        Y = torch.where(inner_active, Y_new, Y)
+        q_columns = torch.where(inner_active, q_columns_new, q_columns)
+        q_nonneg = torch.where(inner_active, q_nonneg_new, q_nonneg)
+        inner_active = inner_active & moved
+        if not bool(inner_active.any()):
+            break
+    return pre, torch.where(active, Y, X), q_columns, q_nonneg
+
+
+def greedy_one_hot_start(cost: Tensor, layout: Layout | None = None) -> Tensor:
+    """The release's starting point X^0 [B, n, m] for a cost [B, n, m] (padded entries ignored).
+
+    Each proposal column keeps only its best (lowest-cost) template; each template row then takes
+    its lowest-cost proposal among the columns it kept. A template that is best for no column
+    gets an all-zero row. Constant with respect to the cost (no gradient).
+    """
+    C = cost.detach()
+    valid = torch.ones_like(C, dtype=torch.bool) if layout is None else layout.zero_padding(torch.ones_like(C)) > 0
+    inf = torch.full((), math.inf, dtype=C.dtype, device=C.device)
+    masked = torch.where(valid, C, inf)
+    best_template = masked.argmin(-2, keepdim=True)  # [B, 1, m]
+    kept = (torch.arange(C.shape[-2], device=C.device)[:, None] == best_template) & valid
+    best_proposal = torch.where(kept, masked, inf).argmin(-1, keepdim=True)  # [B, n, 1]
+    X0 = torch.zeros_like(C).scatter(-1, best_proposal, 1.0)
+    return X0 * kept.any(-1, keepdim=True).to(C.dtype)
+
+
+def dmm_match(cost: Tensor, n_grad: int | None = None, n_proj: int | None = None, lr: float = 0.1,
+              init: Tensor | None = None, template_mask: Tensor | None = None,
+              proposal_mask: Tensor | None = None, variant: str = "paper", return_trace: bool = False,
+              checkpoint: bool = False, no_proposal_cost: float | None = None, tol: float = RELEASE_TOL):
+    """The differentiable matching layer: Alg. 1 on the LP relaxation of Eq. 3.
+
+    Args:
+        cost: C [B, n, m] or [n, m], templates by proposals, float32/float64, any device.
+        n_grad, n_proj: outer (gradient) and inner (projection) iterations. Defaults: 40 and 5
+            for ``variant="paper"`` (Sec. 4.1); 400 and 50 for ``variant="release"``.
+        lr: the step size alpha (default 0.1, Sec. 4.1). Theorem 1 asks alpha < r0/||C||_F.
+        init: X^0 [like cost]. ``None`` means X^0 = 0 (the paper allows zeros or any point);
+            ``variant="release"`` ignores it and starts from its greedy one-hot matrix.
+        template_mask, proposal_mask: bool [B, n] / [B, m] ([n] / [m] unbatched); False marks
+            padding. Padded rows/columns never enter a sum and are exactly 0 in the output; the
+            valid block equals the unpadded problem's result.
+        variant: ``"paper"`` -- Alg. 1 as printed: X^i = Dykstra_{N_proj}(X^(i-1) - alpha C) with
+            order P1 -> P2 -> P3 (Eq. 5-7), corrections reset to 0 each outer iteration, output
+            X^ = mean(X^1 .. X^N_grad). ``"release"`` -- the authors' released code: start from
+            :func:`greedy_one_hot_start`; order P3 -> P2 -> P1 with Dykstra's corrections kept
+            across outer iterations; output the mean of [X^0, X^1 - alpha C, X^1, X^2 - alpha C,
+            X^2, ...]; early stopping: the inner loop stops when a round moves no entry by more
+            than ``tol``, the outer loop when Tr(C X^i T) changes by <= ``tol``. In a batch each
+            problem stops on its own (its state is frozen) and the loops end when all have
+            stopped, so the trace may be shorter than n_grad.
+        return_trace: also return a :class:`MatchTrace`.
+        checkpoint: recompute each outer iteration in backward (torch.utils.checkpoint), so the
+            memory kept for backward grows with N_grad only, not N_grad * N_proj.
+        no_proposal_cost: allow n > m: add n "no proposal" columns of this cost, so that a template
+            can stay unmatched. They are dropped from the output, whose rows may then sum to < 1.
+        tol: the absolute early-stopping tolerance of ``variant="release"`` (default 1e-6; the
+            release tests for an update of exactly zero, which float rounding can keep from
+            happening).
+
+    Returns:
+        X^ shaped like ``cost``; with ``return_trace=True``, ``(X^, trace)``.
+
+    Raises:
+        DMMInputError: n > m without ``no_proposal_cost``, NaN/inf costs, bad shapes or masks,
+            non-float dtype, lr <= 0, n_grad or n_proj < 1, unknown variant.
+    """
+    if variant not in VARIANTS:
+        raise DMMInputError(f"variant={variant!r}; expected one of {VARIANTS}")
+    settings = PAPER_SETTINGS if variant == "paper" else RELEASE_SETTINGS
+    n_grad = _check_n_iter(settings["n_grad"] if n_grad is None else n_grad, "n_grad")
+    n_proj = _check_n_iter(settings["n_proj"] if n_proj is None else n_proj, "n_proj")
+    lr = _check_positive(lr, "lr")
+    problem = _prepare_problem(cost, template_mask, proposal_mask, no_proposal_cost)
+    if variant == "release":
+        tol = float(tol)
+        if not tol >= 0:
+            raise DMMInputError(f"tol={tol!r}; expected a number >= 0")
+        X_hat, trace = _release_match(problem, n_grad, n_proj, lr, tol, return_trace, checkpoint)
+    else:
+        X0 = _initial_point(problem, init)
+        X_hat, trace = _paper_match(problem, X0, n_grad, n_proj, lr, return_trace, checkpoint)
+    X_hat = problem.output(X_hat)
+    if not return_trace:
+        return X_hat
+    if not problem.batched:
+        trace = MatchTrace(**{k: v.squeeze(-1) for k, v in vars(trace).items()})
+    return X_hat, trace
+
+
+def _initial_point(problem: _Problem, init) -> Tensor:
+    C = problem.cost
+    if init is None:
+        return torch.zeros_like(C)
+    expected = list(C.shape[1:] if not problem.batched else C.shape)
+    expected[-1] = problem.n_real_columns
+    init = check_matrix(init, "init")
+    if list(init.shape) != expected:
+        raise DMMInputError(f"init has shape {list(init.shape)}; expected {expected} (the shape of cost)")
+    init = init.to(dtype=C.dtype, device=C.device)
+    if not problem.batched:
+        init = init.unsqueeze(0)
+    if init.shape[-1] < C.shape[-1]:  # "no proposal" columns start empty
+        init = torch.cat([init, init.new_zeros(*init.shape[:-1], C.shape[-1] - init.shape[-1])], -1)
+    return problem.layout.zero_padding(init)
+
+
+class _Tracer:
+    """Collects :class:`MatchTrace` rows; does nothing when the trace was not asked for."""
+
+    def __init__(self, enabled: bool, cost: Tensor, layout: Layout):
+        self.enabled, self.cost, self.layout = enabled, cost.detach(), layout
+        self.rows: list[tuple[Tensor, ...]] = []
+
+    @torch.no_grad()
+    def record(self, average: Tensor, iterate: Tensor, previous: Tensor) -> None:
+        if not self.enabled:
+            return
+        average, iterate = average.detach(), iterate.detach()
+        self.rows.append((
+            lp_objective(self.cost, average), lp_objective(self.cost, iterate),
+            violation_with_layout(average, self.layout), violation_with_layout(iterate, self.layout),
+            torch.linalg.matrix_norm(iterate - previous.detach()),
+        ))
+
+    def result(self) -> MatchTrace | None:
+        if not self.enabled:
+            return None
+        return MatchTrace(*(torch.stack(column) for column in zip(*self.rows)))
+
+
+def _paper_match(problem: _Problem, X0: Tensor, n_grad: int, n_proj: int, lr: float, return_trace: bool,
+                 use_checkpoint: bool) -> tuple[Tensor, MatchTrace | None]:
+    layout = problem.layout
+    step = lr * problem.cost
+    tracer = _Tracer(return_trace, problem.cost, layout)
+    X, total = X0, None
+    for i in range(n_grad):
+        previous = X
+        if use_checkpoint:
+            X = _checkpoint(_paper_outer_step, X, step, n_proj, layout, use_reentrant=False)
+        else:
+            X = _paper_outer_step(X, step, n_proj, layout)
+        total = X if total is None else total + X
+        tracer.record(total / (i + 1), X, previous)
+    return total / n_grad, tracer.result()
+
+
+def _release_match(problem: _Problem, n_grad: int, n_proj: int, lr: float, tol: float, return_trace: bool,
+                   use_checkpoint: bool) -> tuple[Tensor, MatchTrace | None]:
+    C, layout = problem.cost, problem.layout
+    B, n, m = C.shape
+    step = lr * C
+    tracer = _Tracer(return_trace, C, layout)
+    X = greedy_one_hot_start(C, layout)
+    q_columns = C.new_zeros(B, 1, m)
+    q_nonneg = torch.zeros_like(C)
+    active = torch.ones(B, 1, 1, dtype=torch.bool, device=C.device)
+    # the release averages a list holding X^0 and, per outer iteration, X - alpha C and X^i
+    total, count = X, C.new_ones(B, 1, 1)
+    objective = lp_objective(C, X).detach()
+    for _ in range(n_grad):
+        previous = X
+        state = (X, q_columns, q_nonneg, active, step, n_proj, tol, layout)
+        if use_checkpoint:
+            pre, X, q_columns, q_nonneg = _checkpoint(_release_outer_step, *state, use_reentrant=False)
+        else:
+            pre, X, q_columns, q_nonneg = _release_outer_step(*state)
+        weight = active.to(C.dtype)
+        total = total + (pre + X) * weight
+        count = count + 2 * weight
+        tracer.record(total / count, X, previous)
+        new_objective = lp_objective(C, X).detach()
+        active = active & ((new_objective - objective).abs() > tol)[:, None, None]
+        objective = new_objective
+        if not bool(active.any()):
+            break
+    return total / count, tracer.result()
+
+
+# ----------------------------------------------------------------------------- after matching
+
+
+def confident_assignment(X_hat: Tensor) -> Tensor:
+    """X~ = X^ * 1[X^ = row max] (Sec. 4.1): keep each template's best proposal(s), zero the rest.
+
+    X_hat [.., n, m] -> [.., n, m]. Gradients flow through the kept entries (the 0/1 mask is
+    piecewise constant). Ties keep every maximal entry of a row.
+    """
+    X_hat = check_matrix(X_hat, "X_hat")
+    keep = X_hat == X_hat.amax(-1, keepdim=True)
+    return X_hat * keep.to(X_hat.dtype)
+
+
+def lp_objective(cost: Tensor, X: Tensor) -> Tensor:
+    """Tr(C X^T) (Eq. 2, 3) per problem: cost, X [.., n, m] -> [..]. Differentiable in both."""
+    cost, X = check_matrix(cost, "cost"), check_matrix(X, "X")
+    if cost.shape != X.shape:
+        raise DMMInputError(f"cost has shape {list(cost.shape)} but X has shape {list(X.shape)}; expected equal")
+    return (cost * X).sum((-2, -1))
+
+
+# ----------------------------------------------------------------------------- other matchers
+
+
+def hungarian_match(cost: Tensor, template_mask: Tensor | None = None, proposal_mask: Tensor | None = None,
+                    no_proposal_cost: float | None = None) -> Tensor:
+    """The exact solution of the ILP of Eq. 2 by the Hungarian method (scipy's linear_sum_assignment).
+
+    cost [B, n, m] or [n, m] -> 0/1 assignment of the same shape, dtype and device; one scipy
+    call per problem of the batch. Not differentiable.
+    """
+    problem = _prepare_problem(cost, template_mask, proposal_mask, no_proposal_cost)
+    from scipy.optimize import linear_sum_assignment
+
+    C = problem.cost.detach().to("cpu", torch.float64).numpy()
+    layout = problem.layout
+    rows_ok = np.ones(C.shape[:2], bool) if layout.row_valid is None else \
+        layout.row_valid.squeeze(-1).cpu().numpy() > 0
+    cols_ok = np.ones((C.shape[0], C.shape[2]), bool) if layout.col_valid is None else \
+        layout.col_valid.squeeze(-2).cpu().numpy() > 0
+    X = np.zeros_like(C)
+    for b in range(C.shape[0]):
+        rows, cols = np.flatnonzero(rows_ok[b]), np.flatnonzero(cols_ok[b])
+        r, c = linear_sum_assignment(C[b][np.ix_(rows, cols)])
+        X[b, rows[r], cols[c]] = 1.0
+    return problem.output(torch.as_tensor(X, dtype=cost.dtype, device=cost.device))
+
+
+def greedy_match(cost: Tensor, template_mask: Tensor | None = None, proposal_mask: Tensor | None = None,
+                 strategy: str = "global", no_proposal_cost: float | None = None) -> Tensor:
+    """A greedy 0/1 matching, the cheap baseline of Table 4.
+
+    cost [B, n, m] or [n, m] -> 0/1 assignment of the same shape, dtype and device.
+
+    * ``strategy="global"`` (default): repeatedly take the cheapest remaining (template,
+      proposal) pair of the whole matrix and remove its row and column, so every template
+      gets a distinct proposal (feasible for Eq. 2). Ties go to the lower flat index.
+    * ``strategy="per_template"``: every template takes its own cheapest proposal,
+      independently; two templates may take the same one (the column constraint can fail).
+
+    Runs on the cost's device, batched; n steps of a [B, n*m] argmin. Not differentiable.
+    """
+    if strategy not in ("global", "per_template"):
+        raise DMMInputError(f"strategy={strategy!r}; expected 'global' or 'per_template'")
+    problem = _prepare_problem(cost, template_mask, proposal_mask, no_proposal_cost)
+    layout = problem.layout
+    C = problem.cost.detach()
+    B, n, m = C.shape
+    valid = layout.zero_padding(torch.ones_like(C)) > 0
+    remaining = torch.where(valid, C, torch.full((), math.inf, dtype=C.dtype, device=C.device))
+    X = torch.zeros_like(C)
+    if strategy == "per_template":
+        X.scatter_(-1, remaining.argmin(-1, keepdim=True), 1.0)
+        return problem.output(layout.zero_padding(X))
+    rows_index = torch.arange(n, device=C.device)
+    cols_index = torch.arange(m, device=C.device)
+    for _ in range(n):
+        best, flat = remaining.flatten(-2).min(-1)  # [B]
+        found = torch.isfinite(best)
+        i, j = flat // m, flat % m
+        X.view(B, -1).scatter_add_(-1, flat.unsqueeze(-1), found.to(C.dtype).unsqueeze(-1))
+        taken = (rows_index == i[:, None]).unsqueeze(-1) | (cols_index == j[:, None]).unsqueeze(-2)
+        remaining = remaining.masked_fill(taken & found[:, None, None], math.inf)
+    return problem.output(X)
+
+
+def sinkhorn_match(cost: Tensor, tau: float = 0.1, n_iter: int = 50, template_mask: Tensor | None = None,
+                   proposal_mask: Tensor | None = None, no_proposal_cost: float | None = None) -> Tensor:
+    """An entropic (Sinkhorn) relaxation of Eq. 3: min Tr(C X^T) - tau H(X), same constraints.
+
+    cost [B, n, m] or [n, m] -> X of the same shape; differentiable. The inequality X^T 1 <= 1 is
+    made an equality by one extra "dummy" template row of cost 0 whose row sum is m - n: it
+    absorbs the mass of the unmatched proposals. Sinkhorn's alternating row/column scaling then
+    runs in the log domain (stable for small tau), ``n_iter`` times, ending with the rows, so
+    every template row sums to exactly 1 and column sums are <= 1 up to the convergence error.
+    As tau -> 0 the result approaches a solution of the LP.
+    """
+    tau = _check_positive(tau, "tau")
+    n_iter = _check_n_iter(n_iter)
+    problem = _prepare_problem(cost, template_mask, proposal_mask, no_proposal_cost)
+    layout = problem.layout
+    C = problem.cost
+    B, n, m = C.shape
+    dtype, device = C.dtype, C.device
+    # a large finite stand-in for log(0): -inf would turn into NaN gradients
+    log_zero = torch.tensor(torch.finfo(dtype).min / 8, dtype=dtype, device=device)
+    zero = torch.zeros((), dtype=dtype, device=device)
+    row_ok = torch.ones(B, n, 1, dtype=torch.bool, device=device) if layout.row_valid is None \
+        else layout.row_valid > 0
+    col_ok = torch.ones(B, 1, m, dtype=torch.bool, device=device) if layout.col_valid is None \
+        else layout.col_valid > 0
+    n_valid = row_ok.sum(-2, keepdim=True).to(dtype)  # [B, 1, 1]
+    m_valid = col_ok.sum(-1, keepdim=True).to(dtype)
+    leftover = m_valid - n_valid  # the dummy row's mass
+    log_kernel = torch.cat([-C / tau, torch.zeros(B, 1, m, dtype=dtype, device=device)], -2)
+    ok = torch.cat([row_ok, leftover > 0], -2) & col_ok  # [B, n+1, m]
+    log_kernel = torch.where(ok, log_kernel, log_zero)
+    log_rows = torch.cat([torch.where(row_ok, zero, log_zero),
+                          torch.where(leftover > 0, leftover.clamp_min(1).log(), log_zero)], -2)
+    log_cols = torch.where(col_ok, zero, log_zero)
+    f = torch.zeros(B, n + 1, 1, dtype=dtype, device=device)
+    for _ in range(n_iter):
+        g = log_cols - torch.logsumexp(log_kernel + f, dim=-2, keepdim=True)
+        f = log_rows - torch.logsumexp(log_kernel + g, dim=-1, keepdim=True)
+    X = torch.exp(log_kernel + f + g)[:, :n]
+    return problem.output(layout.zero_padding(X))
