@@ -17,6 +17,7 @@ from dmmlib.errors import DMMInputError
 # name -> (module, one-line help). Add a line here to add a command.
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("dmmlib.info", "print versions, the active profile and the torch device"),
+    "evaluate": ("dmmlib.evaluation", "score a DAVIS-layout results folder: J, F, recall, decay"),
 }
 
 
