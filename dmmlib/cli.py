@@ -18,6 +18,7 @@ from dmmlib.errors import DMMInputError
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("dmmlib.info", "print versions, the active profile and the torch device"),
     "evaluate": ("dmmlib.evaluation", "score a DAVIS-layout results folder: J, F, recall, decay"),
+    "data": ("dmmlib.data.cli", "generate the synthetic VOS benchmark (data synth)"),
 }
 
 
