@@ -1,0 +1,202 @@
+"""The matching features f_theta of Eq. 1 (Sec. 4.1): a ResNet and RoIAlign.
+
+DMM-Net describes every mask (a first-frame template r_i or a proposal p_j) by
+one vector: RoI-pool the box of the mask on the conv2..conv5 feature maps of a
+backbone, average each pooled map spatially and concatenate the levels
+(Sec. 4.1, "Differentiable Mask Matching"). The backbone is *separate* from the
+proposal network: the paper reports that sharing it hurt.
+
+* ``resnet50`` is the paper's choice; ``resnet18`` is the light CPU choice.
+  :data:`DEFAULT_BACKBONE` picks one per profile.
+* Weights: ``None`` (random init, the default -- nothing is downloaded),
+  ``"imagenet"`` (the torchvision weights API; needs the weights in the torch
+  cache or a network) or the path of a local torchvision ResNet ``state_dict``.
+* Batch norm is frozen (:class:`torchvision.ops.FrozenBatchNorm2d`), as in
+  detection backbones: training batches of one or two videos are far too small
+  for batch statistics.
+
+Pooling: ``pooling="box"`` (default, the paper's "ROI pooling ... then average
+the feature spatially") averages all pooled cells of the box;
+``pooling="mask"`` weights each cell by the mask's coverage of it, so a thin
+object in a big box is not described mostly by its background. Both are
+differentiable in the features (and ``"mask"`` also in the masks).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d, roi_align
+
+from dmmlib.errors import DMMInputError
+from dmmlib.profiles import by_profile
+
+# The four ResNet stages (conv2_x .. conv5_x in the ResNet paper's names).
+LEVELS = ("conv2", "conv3", "conv4", "conv5")
+STRIDES = {"conv2": 4, "conv3": 8, "conv4": 16, "conv5": 32}
+_STAGE_OF_LEVEL = {"conv2": "layer1", "conv3": "layer2", "conv4": "layer3", "conv5": "layer4"}
+
+BACKBONES = {
+    "resnet18": (torchvision.models.resnet18, "ResNet18_Weights", (64, 128, 256, 512)),
+    "resnet50": (torchvision.models.resnet50, "ResNet50_Weights", (256, 512, 1024, 2048)),
+}
+DEFAULT_BACKBONE = {"smoke": "resnet18", "cpu": "resnet18", "gpu": "resnet50"}
+
+# ImageNet statistics: every torchvision backbone was trained on inputs normalised with these.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def default_backbone(profile: str | None = None) -> str:
+    """The backbone name for ``profile`` (default: the active one)."""
+    return by_profile(DEFAULT_BACKBONE, profile)
+
+
+def _load_weights(net: nn.Module, backbone: str, weights: str | os.PathLike | None) -> None:
+    """Fill ``net`` (a torchvision ResNet) from ``weights``; see the module docstring."""
+    if weights is None:
+        return
+    if weights == "imagenet":
+        enum = getattr(torchvision.models, BACKBONES[backbone][1]).IMAGENET1K_V1
+        try:
+            state = enum.get_state_dict(progress=False)
+        except Exception as error:  # offline, proxy, corrupt cache: say what to do instead
+            raise DMMInputError(
+                f"weights='imagenet': could not obtain torchvision's {enum} ({type(error).__name__}: {error}); "
+                "put the file in the torch hub cache or pass weights=<path of a local state_dict>"
+            ) from None
+        source = str(enum)
+    else:
+        path = Path(weights)
+        if not path.is_file():
+            raise DMMInputError(f"weights file {path} does not exist; expected a torchvision {backbone} state_dict")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise DMMInputError(f"weights file {path} is not a readable torch file: {error}") from None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise DMMInputError(f"weights file {path} does not hold a state_dict (a dict of tensors)")
+        source = str(path)
+    # The classifier (fc) is not part of the feature extractor; everything else must fit.
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    own = {k: v for k, v in net.state_dict().items() if not k.startswith("fc.")}
+    missing = sorted(set(own) - set(state))
+    wrong_shape = sorted(k for k in own if k in state and state[k].shape != own[k].shape)
+    if missing or wrong_shape:
+        raise DMMInputError(
+            f"weights {source} do not fit a {backbone}: missing {missing[:4]}{'...' if len(missing) > 4 else ''}, "
+            f"wrong shape {wrong_shape[:4]}"
+        )
+    net.load_state_dict(state, strict=False)
+
+
+class FeatureExtractor(nn.Module):
+    """f_theta: frames -> conv2..conv5 maps, and boxes -> one feature vector each (Sec. 4.1).
+
+    ``channels`` lists the channel count of each level in :data:`LEVELS` order;
+    ``dim`` = their sum is the length of a pooled feature vector.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        weights: str | os.PathLike | None = None,
+        pool_size: int = 7,
+        pooling: str = "box",
+    ):
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise DMMInputError(f"backbone={backbone!r} is not supported; expected one of {', '.join(BACKBONES)}")
+        if pooling not in ("box", "mask"):
+            raise DMMInputError(f"pooling={pooling!r}; expected 'box' (the paper) or 'mask'")
+        constructor, _, channels = BACKBONES[backbone]
+        net = constructor(weights=None, norm_layer=FrozenBatchNorm2d)
+        _load_weights(net, backbone, weights)
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.stages = nn.ModuleDict({level: getattr(net, _STAGE_OF_LEVEL[level]) for level in LEVELS})
+        self.channels = tuple(channels)
+        self.dim = sum(channels)
+        self.pool_size = pool_size
+        self.pooling = pooling
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, frames: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+        """frames [B, 3, H, W] float in [0, 1] -> {level: [B, C_level, H/stride, W/stride]}."""
+        if frames.ndim != 4 or frames.shape[1] != 3:
+            raise DMMInputError(f"frames must have shape [B, 3, H, W]; got {tuple(frames.shape)}")
+        x = self.stem((frames - self.mean) / self.std)
+        maps = OrderedDict()
+        for level in LEVELS:
+            x = self.stages[level](x)
+            maps[level] = x
+        return maps
+
+    def pool(
+        self,
+        feature_maps: "OrderedDict[str, torch.Tensor]",
+        rois: torch.Tensor,
+        masks: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One feature vector per box: RoIAlign on each level, spatial mean, concatenation.
+
+        rois [K, 5]: (batch index, x1, y1, x2, y2) in frame pixels (pixel edges: a
+        box covering columns 0..9 has x1 = 0, x2 = 10). masks [K, H, W] (full-frame
+        masks of the boxes' objects, in [0, 1]) is used only with ``pooling="mask"``.
+        Returns [K, dim].
+        """
+        if rois.numel() == 0:
+            return rois.new_zeros(0, self.dim)
+        size = self.pool_size
+        weights = None
+        if self.pooling == "mask":
+            if masks is None:
+                raise DMMInputError("pooling='mask' needs the masks of the boxes")
+            # Coverage of each pooled cell by the mask, pooled with the very same boxes.
+            per_box = torch.arange(len(rois), device=rois.device, dtype=rois.dtype)
+            mask_rois = torch.cat([per_box[:, None], rois[:, 1:]], dim=1)
+            weights = roi_align(masks[:, None].to(rois.dtype), mask_rois, size, 1.0, 2, aligned=True)
+            # An empty mask would give 0/0: fall back to the plain box average for it.
+            weights = weights + 1e-6
+            weights = weights / weights.sum(dim=(-1, -2), keepdim=True)
+        vectors = []
+        for level, fmap in feature_maps.items():
+            pooled = roi_align(fmap, rois.to(fmap.dtype), size, 1.0 / STRIDES[level], 2, aligned=True)
+            if weights is None:
+                vectors.append(pooled.mean(dim=(-1, -2)))
+            else:
+                vectors.append((pooled * weights).sum(dim=(-1, -2)))
+        return torch.cat(vectors, dim=1)
+
+
+def masks_to_boxes(masks: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Tight boxes of masks: [..., H, W] -> [..., 4] (x1, y1, x2, y2), pixel edges.
+
+    An empty mask gets the box (0, 0, 0, 0). No gradient flows through a box.
+    """
+    on = masks.detach() > threshold
+    height, width = on.shape[-2:]
+    rows, cols = on.any(dim=-1), on.any(dim=-2)  # [..., H], [..., W]
+    ys = torch.arange(height, device=masks.device)
+    xs = torch.arange(width, device=masks.device)
+    big = max(height, width) + 1
+    y1 = torch.where(rows, ys, big).amin(dim=-1)
+    y2 = torch.where(rows, ys + 1, -1).amax(dim=-1)
+    x1 = torch.where(cols, xs, big).amin(dim=-1)
+    x2 = torch.where(cols, xs + 1, -1).amax(dim=-1)
+    boxes = torch.stack([x1, y1, x2, y2], dim=-1).float()
+    empty = ~rows.any(dim=-1)
+    return torch.where(empty[..., None], torch.zeros_like(boxes), boxes)
+
+
+def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of frames [B, 3, H, W] to ``size`` = (H', W')."""
+    if tuple(frames.shape[-2:]) == tuple(size):
+        return frames
+    return F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=True)

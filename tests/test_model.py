@@ -1,0 +1,306 @@
+"""DMMNet: shapes, Eq. 1 and Eq. 8 by hand, oracle tracking, gradients, checkpoints, weights."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from dmmlib.cost import PADDING_COST, matching_cost, soft_iou
+from dmmlib.errors import DMMInputError
+from dmmlib.features import FeatureExtractor, masks_to_boxes
+from dmmlib.model import DMMNet, default_config, labels_from_logits, load_checkpoint, save_checkpoint
+from dmmlib.proposals import FrameProposals, proposals_from_labels
+from dmmlib.refinement import ConvLSTMCell
+
+H, W = 48, 64
+
+
+def rectangles_video(T=6, absent=()):
+    """Two rectangles on noise: object 1 moves right 2 px per frame, object 2 stays (and
+    disappears in the frames listed in ``absent``). Returns frames uint8 [H, W, 3] and labels."""
+    rng = np.random.default_rng(0)
+    frames, labels = [], []
+    for t in range(T):
+        lab = np.zeros((H, W), np.uint8)
+        lab[8:20, 4 + 2 * t : 20 + 2 * t] = 1
+        if t not in absent:
+            lab[26:42, 30:50] = 2
+        img = rng.integers(0, 60, (H, W, 3)).astype(np.uint8)
+        img[lab == 1] = (200, 40, 40)
+        img[lab == 2] = (40, 200, 40)
+        frames.append(img)
+        labels.append(lab)
+    return frames, labels
+
+
+def to_tensor(frame):
+    return torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255.0
+
+
+def templates_of(label, ids=(1, 2)):
+    return torch.from_numpy(np.stack([label == i for i in ids]))[None].float()
+
+
+def oracle(labels, n_noise=4):
+    return [proposals_from_labels(lab, n_noise=n_noise, rng=np.random.default_rng(t)) for t, lab in enumerate(labels)]
+
+
+@pytest.fixture(autouse=True)
+def seeded_single_thread():
+    # One thread: the test machine's cores are shared, and torch's thread pool then spins.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_shapes_and_dtypes_with_padding():
+    frames, labels = rectangles_video(T=2)
+    model = DMMNet(default_config("smoke"))
+    # Two videos: the second has one object (row 1 is padding) and a different number of proposals.
+    batch_frames = torch.cat([to_tensor(frames[0]), to_tensor(frames[0])])
+    one_object = np.where(labels[0] == 1, 1, 0).astype(np.uint8)
+    masks = torch.cat([templates_of(labels[0]), torch.stack([templates_of(one_object)[0, 0], torch.zeros(H, W)])[None]])
+    valid = torch.tensor([[True, True], [True, False]])
+    state = model.init_state(batch_frames, masks, valid)
+    assert state.template_features.shape == (2, 2, model.features.dim)
+    assert torch.all(state.template_features[1, 1] == 0)
+    step_frames = torch.cat([to_tensor(frames[1]), to_tensor(frames[1])])
+    proposals = [proposals_from_labels(labels[1], n_noise=1), proposals_from_labels(labels[1], n_noise=4)]
+    out, new_state = model.step(step_frames, proposals, state)
+    m = 6  # the larger frame: 2 oracle + 4 noise
+    assert out.logits.shape == (2, 2, H, W) and out.logits.dtype == torch.float32
+    for name in ("cost", "cosine", "iou", "x_hat", "x_tilde"):
+        assert getattr(out, name).shape == (2, 2, m), name
+    assert out.matched_masks.shape == (2, 2, H, W)
+    assert out.proposal_masks.shape == (2, m, H, W)
+    assert out.proposal_valid.tolist() == [[True] * 3 + [False] * 3, [True] * 6]
+    assert torch.all(out.cost[0, :, 3:] == PADDING_COST)
+    assert torch.all(out.x_hat[1, 1] == 0) and not out.present[1, 1]
+    assert out.labels().shape == (2, H, W) and out.labels().dtype == torch.long
+    assert new_state.frame_index == 1 and len(new_state.lstm) == 4
+
+
+def test_cost_is_eq1_by_hand():
+    gen = torch.Generator().manual_seed(1)
+    n, m, d = 2, 3, 5
+    tf, pf = torch.randn(1, n, d, generator=gen), torch.randn(1, m, d, generator=gen)
+    prev = (torch.rand(1, n, 4, 4, generator=gen) > 0.5).float()
+    props = (torch.rand(1, m, 4, 4, generator=gen) > 0.5).float()
+    lam = 0.3
+    terms = matching_cost(tf, pf, prev, props, lam=lam)
+    for i in range(n):
+        for j in range(m):
+            a, b = tf[0, i].tolist(), pf[0, j].tolist()
+            cos = sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+            r, p = prev[0, i].bool(), props[0, j].bool()
+            union = int((r | p).sum())
+            iou = int((r & p).sum()) / union if union else 0.0
+            assert terms.cosine[0, i, j].item() == pytest.approx(cos, abs=1e-6)
+            assert terms.iou[0, i, j].item() == pytest.approx(iou, abs=1e-6)
+            assert terms.cost[0, i, j].item() == pytest.approx((lam - 1) * cos - lam * iou, abs=1e-6)
+    # Soft IoU: sum(ab) / (sum a + sum b - sum ab), and an empty pair gives 0, not NaN.
+    a = torch.tensor([[[[0.5, 1.0], [0.0, 0.0]]]])
+    b = torch.tensor([[[[1.0, 0.5], [0.0, 0.0]]], [[[0.0, 0.0], [0.0, 0.0]]]]).view(1, 2, 2, 2)
+    assert soft_iou(a, b)[0, 0].tolist() == pytest.approx([1.0 / 2.0, 0.0])
+    with pytest.raises(DMMInputError, match="lam"):
+        matching_cost(tf, pf, prev, props, lam=1.5)
+
+
+def test_eq8_matched_masks_equal_a_loop_over_proposals():
+    frames, labels = rectangles_video(T=2)
+    model = DMMNet(default_config("smoke", refine=False))
+    state = model.init_state(to_tensor(frames[0]), templates_of(labels[0]))
+    proposals = proposals_from_labels(labels[1], n_noise=3, rng=np.random.default_rng(5))
+    out, _ = model.step(to_tensor(frames[1]), [proposals], state)
+    pasted = proposals.paste(H, W)
+    # P~: each proposal resized and pasted at image resolution
+    torch.testing.assert_close(out.proposal_masks[0, : len(proposals)], pasted)
+    for i in range(2):
+        expected = torch.zeros(H, W)
+        for j in range(len(proposals)):
+            expected += out.x_tilde[0, i, j] * pasted[j]
+        torch.testing.assert_close(out.matched_masks[0, i], expected, atol=1e-5, rtol=1e-5)
+    # X~ keeps only each row's maximum of X^ (Sec. 4.1)
+    kept = out.x_tilde[0] > 0
+    assert kept.sum(dim=1).tolist() == [1, 1]
+    assert torch.equal(out.x_tilde[0].argmax(1), out.x_hat[0].argmax(1))
+
+
+@pytest.mark.parametrize("matcher", ["dmm", "hungarian", "greedy"])
+def test_iou_driven_model_tracks_oracle_proposals_perfectly(matcher):
+    """lam = 0.99 makes Eq. 1 (almost) IoU only; with oracle + noise proposals and no
+    refinement, every frame's matched proposal is the right object: the label output
+    equals the ground truth exactly (rectangles paste back exactly) and J = 1 per object."""
+    frames, labels = rectangles_video(T=5)
+    model = DMMNet(default_config("smoke", lam=0.99, refine=False, matcher=matcher)).eval()
+    proposals = oracle(labels)
+    with torch.no_grad():
+        state = model.init_state(to_tensor(frames[0]), templates_of(labels[0]))
+        for t in range(1, len(frames)):
+            out, state = model.step(to_tensor(frames[t]), [proposals[t]], state)
+            assert out.x_tilde[0].argmax(1).tolist() == [0, 1]  # oracle proposals come first, by id
+            for i in (1, 2):
+                truth = torch.from_numpy(labels[t] == i)
+                matched = out.matched_masks[0, i - 1] / out.x_tilde[0, i - 1].max() > 0.5
+                assert (matched & truth).sum() == (matched | truth).sum()  # J == 1
+            np.testing.assert_array_equal(out.labels()[0].numpy(), labels[t])
+
+
+def test_the_perfect_tracking_check_can_fail():
+    """The same check fails when the proposals are off: jittered oracle boxes (a detector
+    that is slightly wrong) paste back masks that differ from the ground truth."""
+    frames, labels = rectangles_video(T=3)
+    model = DMMNet(default_config("smoke", lam=0.99, refine=False)).eval()
+    rng = np.random.default_rng(0)
+    proposals = [proposals_from_labels(lab, jitter=0.3, rng=rng) for lab in labels]
+    with torch.no_grad():
+        state = model.init_state(to_tensor(frames[0]), templates_of(labels[0]))
+        out, state = model.step(to_tensor(frames[1]), [proposals[1]], state)
+    assert not np.array_equal(out.labels()[0].numpy(), labels[1])
+
+
+def test_gradients_reach_cost_and_backbone_through_the_matching_layer():
+    frames, labels = rectangles_video(T=3)
+    model = DMMNet(default_config("smoke"))
+    proposals = oracle(labels)
+    state = model.init_state(to_tensor(frames[0]), templates_of(labels[0]))
+    out1, state = model.step(to_tensor(frames[1]), [proposals[1]], state)
+    out2, state = model.step(to_tensor(frames[2]), [proposals[2]], state)
+    target = templates_of(labels[2])
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(out2.logits, target)
+    grad_cost2, grad_cost1, grad_xhat = torch.autograd.grad(loss, [out2.cost, out1.cost, out2.x_hat], retain_graph=True)
+    assert grad_cost2.abs().sum() > 0  # logits -> refinement -> P^ -> X~ -> X^ -> C (Alg. 1)
+    assert grad_xhat.abs().sum() > 0
+    assert grad_cost1.abs().sum() > 0  # through time: r_hat (Eq. 1's IoU) and the ConvLSTM state
+    # The part of d loss / d theta that passes through the cost (the cosine of Eq. 1):
+    stem = model.features.stem[0].weight
+    (through_cost,) = torch.autograd.grad(out2.cost, stem, grad_outputs=grad_cost2, retain_graph=True)
+    assert through_cost.abs().sum() > 0
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.refinement.parameters())
+
+
+def test_state_detach_cuts_the_graph():
+    frames, labels = rectangles_video(T=2)
+    model = DMMNet(default_config("smoke"))
+    state = model.init_state(to_tensor(frames[0]), templates_of(labels[0]))
+    _, state = model.step(to_tensor(frames[1]), [oracle(labels)[1]], state)
+    assert state.previous_masks.requires_grad or state.lstm[0][0].requires_grad
+    cut = state.detach()
+    assert not cut.previous_masks.requires_grad and not cut.lstm[0][0].requires_grad
+
+
+def test_object_that_leaves_and_returns():
+    """Object 2 vanishes in frames 2-3: with "no proposal" columns it is unmatched there,
+    its output is empty, and it is re-acquired in frame 4 from its kept IoU template."""
+    frames, labels = rectangles_video(T=6, absent=(2, 3))
+    model = DMMNet(default_config("smoke", lam=0.99, refine=False, no_proposal_cost=-0.6)).eval()
+    proposals = oracle(labels)
+    with torch.no_grad():
+        state = model.init_state(to_tensor(frames[0]), templates_of(labels[0]))
+        for t in range(1, 6):
+            out, state = model.step(to_tensor(frames[t]), [proposals[t]], state)
+            assert out.present[0].tolist() == [True, t not in (2, 3)]
+            np.testing.assert_array_equal(out.labels()[0].numpy(), labels[t])
+    # With refinement (untrained) and no proposal at all for a frame: no crash, object suppressed.
+    model = DMMNet(default_config("smoke")).eval()
+    with torch.no_grad():
+        state = model.init_state(to_tensor(frames[0]), templates_of(labels[0]))
+        out, state = model.step(to_tensor(frames[1]), [FrameProposals.empty((H, W))], state)
+        assert out.present[0].tolist() == [False, False]
+        assert torch.all(out.labels() == 0)
+        torch.testing.assert_close(state.previous_masks, templates_of(labels[0]))
+        out, state = model.step(to_tensor(frames[2]), [proposals[2]], state)
+        assert out.logits.isfinite().all()
+
+
+def test_labels_from_logits():
+    logits = torch.tensor([[[[2.0, -1.0, 0.5]], [[1.0, -2.0, 3.0]]]])  # [1, 2, 1, 3]
+    assert labels_from_logits(logits).tolist() == [[[1, 0, 2]]]
+    assert labels_from_logits(logits, torch.tensor([[True, False]])).tolist() == [[[1, 0, 1]]]
+
+
+def test_convlstm_cell_equations():
+    cell = ConvLSTMCell(2, 3, kernel_size=1)
+    x = torch.randn(4, 2, 5, 5)
+    h, c = cell(x, None)
+    gates = cell.gates(torch.cat([x, torch.zeros(4, 3, 5, 5)], 1))
+    i, f, o, g = gates.chunk(4, 1)
+    c_expected = torch.sigmoid(i) * torch.tanh(g)
+    torch.testing.assert_close(c, c_expected)
+    torch.testing.assert_close(h, torch.sigmoid(o) * torch.tanh(c_expected))
+
+
+def test_checkpoint_round_trip_and_errors(tmp_path):
+    frames, labels = rectangles_video(T=2)
+    model = DMMNet(default_config("smoke", pooling="mask")).eval()
+    path = save_checkpoint(tmp_path / "m.pt", model, extra={"epoch": 3})
+    loaded, extra = load_checkpoint(path, return_extra=True)
+    assert extra == {"epoch": 3} and loaded.config == model.config
+    with torch.no_grad():
+        outs = []
+        for net in (model, loaded):
+            state = net.init_state(to_tensor(frames[0]), templates_of(labels[0]))
+            outs.append(net.step(to_tensor(frames[1]), [oracle(labels)[1]], state)[0].logits)
+    assert torch.equal(outs[0], outs[1])
+    with pytest.raises(DMMInputError, match="already exists"):
+        save_checkpoint(path, model)
+    (tmp_path / "bad.pt").write_bytes(b"garbage, not a checkpoint")
+    with pytest.raises(DMMInputError, match="not a readable torch file"):
+        load_checkpoint(tmp_path / "bad.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(DMMInputError, match="not a DMM-Net checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    with pytest.raises(DMMInputError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_backbone_weights_from_a_local_file(tmp_path):
+    torch.manual_seed(3)
+    reference = torchvision.models.resnet18(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "r18.pt")
+    extractor = FeatureExtractor("resnet18", weights=tmp_path / "r18.pt")
+    torch.testing.assert_close(extractor.stages["conv5"][1].conv2.weight, reference.layer4[1].conv2.weight)
+    torch.testing.assert_close(extractor.stem[1].running_var, reference.bn1.running_var)
+    with pytest.raises(DMMInputError, match="do not fit a resnet50"):
+        FeatureExtractor("resnet50", weights=tmp_path / "r18.pt")
+    with pytest.raises(DMMInputError, match="does not exist"):
+        FeatureExtractor("resnet18", weights=tmp_path / "nope.pt")
+    with pytest.raises(DMMInputError, match="not supported"):
+        FeatureExtractor("vgg16")
+
+
+def test_pooled_features_and_boxes():
+    masks = torch.zeros(2, H, W)
+    masks[0, 5:10, 7:20] = 1
+    assert masks_to_boxes(masks).tolist() == [[7.0, 5.0, 20.0, 10.0], [0.0, 0.0, 0.0, 0.0]]
+    extractor = FeatureExtractor("resnet18")
+    maps = extractor(torch.rand(1, 3, H, W))
+    assert [tuple(m.shape[1:]) for m in maps.values()] == [(64, 12, 16), (128, 6, 8), (256, 3, 4), (512, 2, 2)]
+    rois = torch.tensor([[0.0, 7, 5, 20, 10], [0.0, 0, 0, 64, 48]])
+    vectors = extractor.pool(maps, rois)
+    assert vectors.shape == (2, extractor.dim) == (2, 960)
+    # On a map that is a linear ramp in x, RoIAlign's bilinear samples are exact and symmetric
+    # about the box centre, so the box average is the ramp at the centre: cell x holds x, cell
+    # centres sit at pixel (x + 0.5) * stride, so pixel u reads u / stride - 0.5.
+    ramps = {
+        level: torch.arange(fmap.shape[-1], dtype=torch.float32).expand_as(fmap).clone()
+        for level, fmap in maps.items()
+    }
+    box = torch.tensor([[0.0, 24, 8, 40, 40]])  # centre x = 32, inside every level's cell centres
+    pooled = extractor.pool(ramps, box)[0].split(extractor.channels)
+    for (level, _), values in zip(maps.items(), pooled):
+        stride = {"conv2": 4, "conv3": 8, "conv4": 16, "conv5": 32}[level]
+        expected = min(max(32 / stride - 0.5, 0.0), maps[level].shape[-1] - 1.0)
+        if level != "conv5":  # conv5 has 2 cells: samples reach the clamped border
+            torch.testing.assert_close(values, torch.full_like(values, expected))
+    # Mask-weighted pooling of a mask filling the box equals the box average.
+    masked = FeatureExtractor("resnet18", pooling="mask")
+    masked.load_state_dict(extractor.state_dict())
+    full = torch.zeros(1, H, W)
+    full[0, 8:40, 24:40] = 1
+    torch.testing.assert_close(masked.pool(maps, box, full), extractor.pool(maps, box), atol=1e-4, rtol=1e-4)
