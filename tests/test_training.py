@@ -1,0 +1,310 @@
+"""dmmlib.training and dmmlib.losses: the loss goes down, resume is bit-identical, configs are checked.
+
+Most tests train ``TinyTracker`` -- a few-hundred-parameter module with DMMNet's
+``init_state``/``step`` interface (a conv feature map, cosine cost, soft assignment,
+Eq. 8 and a conv refinement with dropout) -- on ``TinyClips``, so they take seconds;
+one test trains the real DMMNet on the synthetic smoke benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dmmlib import losses, training
+from dmmlib.errors import DMMInputError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine this is several times faster than two."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ----------------------------------------------------------------------------------------------
+# Stand-ins: a tiny tracker with DMMNet's interface and a tiny clip dataset
+# ----------------------------------------------------------------------------------------------
+
+
+def _pool(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Mask-weighted mean of features: [B, c, H, W], [B, k, H, W] -> [B, k, c]."""
+    weights = masks / masks.sum(dim=(-2, -1), keepdim=True).clamp(min=1.0)
+    return torch.einsum("bchw,bkhw->bkc", features, weights)
+
+
+class TinyTracker(nn.Module):
+    """init_state / step like DMMNet, with a cosine cost and a softmax in place of Alg. 1."""
+
+    def __init__(self, width: int = 6, dropout: float = 0.2):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1))
+        self.dropout = nn.Dropout(dropout)  # makes the torch RNG matter for resume
+        self.refine = nn.Conv2d(width + 2, 1, 3, padding=1)
+
+    def init_state(self, frames, template_masks, template_valid):
+        features = self.features(frames)
+        return SimpleNamespace(templates=_pool(features, template_masks.float()), masks=template_masks.float(),
+                               valid=template_valid)
+
+    def step(self, frames, proposals, state):
+        b, n, height, width = state.masks.shape
+        features = self.dropout(self.features(frames))
+        pasted = [p.paste(height, width) for p in proposals]
+        m = max(len(p) for p in pasted)
+        proposal_masks = torch.stack([torch.cat([p, p.new_zeros(m - len(p), height, width)]) for p in pasted])
+        real = torch.stack([torch.arange(m) < len(p) for p in pasted])
+        cosine = F.cosine_similarity(state.templates[:, :, None], _pool(features, proposal_masks)[:, None], dim=-1)
+        cost = -cosine
+        x_hat = torch.softmax((-cost * 5).masked_fill(~real[:, None], -1e4), dim=-1)
+        matched = torch.einsum("bnm,bmhw->bnhw", x_hat, proposal_masks)
+        per_object = torch.cat([
+            features[:, None].expand(b, n, -1, -1, -1), matched[:, :, None], state.masks[:, :, None]
+        ], dim=2).flatten(0, 1)
+        logits = self.refine(per_object).view(b, n, height, width)
+        out = SimpleNamespace(logits=logits, cost=cost, cosine=cosine, x_hat=x_hat, x_tilde=x_hat,
+                              matched_masks=matched, proposal_masks=proposal_masks)
+        return out, state
+
+
+class TinyClips(torch.utils.data.Dataset):
+    """Clips of squares drifting over noise; item i is fixed by (seed, i). ``repeat``: every item is clip 0."""
+
+    def __init__(self, n_clips=16, length=3, size=(24, 32), seed=0, repeat=False):
+        self.n_clips, self.length, self.size, self.seed, self.repeat = n_clips, length, size, seed, repeat
+
+    def __len__(self):
+        return self.n_clips
+
+    def __getitem__(self, index):
+        rng = np.random.default_rng([self.seed, 0 if self.repeat else index])
+        height, width = self.size
+        frames = rng.uniform(0, 0.3, size=(self.length, 3, height, width)).astype(np.float32)
+        labels = np.zeros((self.length, height, width), dtype=np.uint8)
+        for obj in (1, 2):
+            colour = rng.uniform(0.4, 1.0, size=3)
+            y, x = rng.integers(2, height - 10), rng.integers(2, width - 10)
+            dy, dx = rng.integers(-1, 2, size=2)
+            for t in range(self.length):
+                yy, xx = np.clip(y + t * dy, 0, height - 8), np.clip(x + t * dx, 0, width - 8)
+                frames[t, :, yy:yy + 8, xx:xx + 8] = colour[:, None, None]
+                labels[t, yy:yy + 8, xx:xx + 8] = obj
+        return {"frames": torch.from_numpy(frames), "labels": torch.from_numpy(labels), "sequence": f"clip{index}"}
+
+
+def tiny_config(**changes) -> training.TrainConfig:
+    values = dict(profile="smoke", frame_size=[24, 32], max_objects=2, unroll=2, clips_per_epoch=16, batch_size=2,
+                  epochs=4, max_steps=6, proposal_noise=3, checkpoint_every=2, device="cpu", log_every=1)
+    values.update(changes)
+    return training.config_from_dict(values, source="test config")
+
+
+def tiny_train(run_dir, cfg, repeat=False, **kwargs):
+    torch.manual_seed(cfg.seed)
+    model = TinyTracker()
+    dataset = TinyClips(n_clips=cfg.clips_per_epoch, length=cfg.unroll + 1, size=tuple(cfg.frame_size), repeat=repeat)
+    return training.train(cfg, run_dir, model=model, dataset=dataset, progress=False, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses
+# ----------------------------------------------------------------------------------------------
+
+
+def test_losses_are_small_for_a_confident_right_answer_and_large_for_a_wrong_one():
+    target = torch.zeros(1, 2, 8, 8)
+    target[0, 0, 2:5, 2:5] = 1
+    target[0, 1, 5:8, 0:3] = 1
+    valid = torch.tensor([[True, True]])
+    right, wrong = (target * 2 - 1) * 10, (1 - target * 2) * 10
+    for kind in losses.LOSSES:
+        good, bad = losses.mask_loss(right, target, valid, kind), losses.mask_loss(wrong, target, valid, kind)
+        assert good < 0.05 and bad > 0.9, (kind, good, bad)
+
+
+def test_invalid_objects_do_not_count():
+    target = torch.zeros(1, 2, 8, 8)
+    target[0, 0, 2:5, 2:5] = 1
+    logits = (target * 2 - 1) * 10
+    logits[0, 1] = 10  # object 1 badly wrong, but it has no template
+    valid = torch.tensor([[True, False]])
+    assert losses.mask_loss(logits, target, valid, "bce+soft_iou") < 0.05
+    assert losses.mask_loss(logits, target, torch.tensor([[True, True]]), "bce+soft_iou") > 0.5
+
+
+def test_soft_iou_is_one_minus_iou_for_hard_predictions():
+    target = torch.zeros(1, 1, 10, 10)
+    target[0, 0, :, :5] = 1  # 50 pixels
+    logits = torch.full((1, 1, 10, 10), -50.0)
+    logits[0, 0, :, 3:8] = 50.0  # 50 pixels, 20 overlapping: IoU 20/80
+    expected = 1 - (20 + 1) / (80 + 1)
+    assert losses.soft_iou_per_object(logits, target).item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_assignment_loss_prefers_the_best_proposal_and_skips_missing_targets():
+    best = torch.tensor([[1, -1]])
+    valid = torch.tensor([[True, True]])
+    on_target = torch.tensor([[[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]])
+    off_target = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+    assert losses.assignment_loss(on_target, best, valid) < 1e-4
+    assert losses.assignment_loss(off_target, best, valid) > 5
+
+
+def test_best_proposal_finds_the_overlapping_one():
+    target = torch.zeros(2, 10, 10)
+    target[0, :4, :4] = 1
+    target[1, 6:, 6:] = 1
+    proposals = torch.zeros(3, 10, 10)
+    proposals[0, 6:, 5:] = 1  # IoU 16/20 with object 1
+    proposals[2, :4, :5] = 1  # IoU 16/20 with object 0
+    assert losses.best_proposal(target, proposals).tolist() == [2, 0]
+    assert losses.best_proposal(target, proposals, min_iou=0.9).tolist() == [-1, -1]
+
+
+def test_unknown_loss_is_an_input_error():
+    with pytest.raises(DMMInputError, match="l2"):
+        losses.mask_loss(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), torch.ones(1, 1, dtype=torch.bool), "l2")
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------
+
+
+def test_loss_goes_down_on_a_fixed_clip(tmp_path):
+    cfg = tiny_config(max_steps=25, epochs=10, lr_random=1e-2, checkpoint_every=100)
+    result = tiny_train(tmp_path / "run", cfg, repeat=True)
+    first = np.mean([r["loss"] for r in result.log[:3]])
+    last = np.mean([r["loss"] for r in result.log[-3:]])
+    assert len(result.log) == 25
+    assert last < 0.7 * first, (first, last)
+
+
+def test_resume_continues_bit_identically(tmp_path):
+    straight = tiny_train(tmp_path / "straight", tiny_config(max_steps=7, checkpoint_every=2))
+    # "interrupted" after 3 steps (its final checkpoint is at step 3), then resumed to 7
+    tiny_train(tmp_path / "split", tiny_config(max_steps=3, checkpoint_every=2))
+    resumed = tiny_train(tmp_path / "split", tiny_config(max_steps=7, checkpoint_every=2), resume=True)
+    assert resumed.step == straight.step == 7
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in straight.log]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in resumed.log] == strip
+    assert len(set(r["loss"] for r in strip)) > 1  # the losses really change from step to step
+
+
+def test_resume_without_restoring_the_rng_would_not_be_identical(tmp_path, monkeypatch):
+    # The test above can fail: dropout draws from the torch RNG, so a resume that did not
+    # restore the saved RNG states diverges from the straight run.
+    straight = tiny_train(tmp_path / "straight", tiny_config(max_steps=5))
+    tiny_train(tmp_path / "split", tiny_config(max_steps=2))
+    torch.manual_seed(123)  # what the process happens to hold
+    monkeypatch.setattr(training, "restore_rng", lambda state: None)
+    resumed = tiny_train(tmp_path / "split", tiny_config(max_steps=5), resume=True)
+    assert not all(torch.equal(a, b) for a, b in zip(straight.model.parameters(), resumed.model.parameters()))
+
+
+def test_checkpoints_hold_everything_and_load_with_weights_only(tmp_path):
+    tiny_train(tmp_path / "run", tiny_config(max_steps=5, checkpoint_every=2, keep_checkpoints=2))
+    paths = training.checkpoint_paths(tmp_path / "run")
+    assert [p.name for p in paths] == ["step_0000004.pt", "step_0000005.pt"]  # step 2 pruned, 5 is the final one
+    state = torch.load(paths[-1], map_location="cpu", weights_only=True)
+    assert state["step"] == 5 and state["final"] is True
+    assert {"model", "optimizer", "rng", "sampler", "config"} <= set(state)
+    assert state["sampler"]["epoch"] == 0 and state["sampler"]["position"] == 5
+    assert state["config"]["max_steps"] == 5
+    assert {"python", "numpy", "torch"} <= set(state["rng"])
+    log = [json.loads(line) for line in (tmp_path / "run" / training.LOG_NAME).read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5]
+    assert all(np.isfinite(r["loss"]) and 0 <= r["iou"] <= 1 for r in log)
+
+
+def test_resuming_a_finished_run_trains_nothing(tmp_path):
+    first = tiny_train(tmp_path / "run", tiny_config(max_steps=2))
+    again = tiny_train(tmp_path / "run", tiny_config(max_steps=2), resume=True)
+    assert again.step == 2 and again.log == first.log
+    for a, b in zip(first.model.parameters(), again.model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_refuses_to_write_into_an_existing_run_dir(tmp_path):
+    run = tmp_path / "run"
+    tiny_train(run, tiny_config(max_steps=1))
+    with pytest.raises(DMMInputError, match="already exists"):
+        tiny_train(run, tiny_config(max_steps=1))
+    other = tmp_path / "not-a-run"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(DMMInputError, match="no checkpoint"):
+        tiny_train(other, tiny_config(max_steps=1), resume=True)
+    forced = tiny_train(run, tiny_config(max_steps=2), force=True)
+    assert [r["step"] for r in forced.log] == [1, 2]
+
+
+def test_resume_refuses_a_changed_config(tmp_path):
+    tiny_train(tmp_path / "run", tiny_config(max_steps=2))
+    with pytest.raises(DMMInputError, match="lr_random"):
+        tiny_train(tmp_path / "run", tiny_config(max_steps=4, lr_random=1e-2), resume=True)
+
+
+def test_unknown_config_key_is_named_with_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("batch_size: 2\nlearning_rate: 0.1\n")
+    with pytest.raises(DMMInputError, match=r"bad\.yaml.*'learning_rate'"):
+        training.load_config(path)
+
+
+@pytest.mark.parametrize("line, key", [("loss: l2", "loss"), ("unroll: 0", "unroll"), ("frame_size: [64]", "frame_size"),
+                                       ("proposals: cache\nproposal_cache: x", "augment")])
+def test_bad_config_values_are_named(tmp_path, line, key):
+    path = tmp_path / "bad.yaml"
+    path.write_text(line + "\n")
+    with pytest.raises(DMMInputError, match=key):
+        training.load_config(path)
+
+
+def test_overrides_set_nested_and_typed_values(tmp_path):
+    cfg = training.load_config(ROOT / "configs" / "smoke.yaml", ["max_steps=3", "model.lam=0.9", "loss=bce"])
+    assert cfg.max_steps == 3 and cfg.model["lam"] == 0.9 and cfg.loss == "bce"
+    with pytest.raises(DMMInputError, match="key=value"):
+        training.load_config(ROOT / "configs" / "smoke.yaml", ["max_steps"])
+
+
+@pytest.mark.parametrize("name", ["smoke", "cpu", "gpu", "davis2017", "youtube-vos"])
+def test_shipped_configs_are_valid(name):
+    cfg = training.load_config(ROOT / "configs" / f"{name}.yaml")
+    assert cfg.unroll == 2
+    if name == "davis2017":
+        assert (cfg.lr_pretrained, cfg.batch_size, cfg.epochs) == (1e-7, 1, 8)
+    if name == "youtube-vos":
+        assert (cfg.batch_size, cfg.epochs, cfg.frame_size) == (24, 10, [255, 448])
+
+
+def test_parameter_groups_split_pretrained_and_random():
+    model = TinyTracker()
+    groups = training.parameter_groups(model, 1e-4, 1e-3, pretrained=("features.",))
+    by_name = {g["name"]: g for g in groups}
+    assert by_name["pretrained"]["lr"] == 1e-4 and by_name["random"]["lr"] == 1e-3
+    assert len(by_name["pretrained"]["params"]) == 4 and len(by_name["random"]["params"]) == 2
+
+
+def test_cli_reports_a_bad_config_as_an_error(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("batch_sise: 2\n")
+    run = subprocess.run([sys.executable, "-m", "dmmlib", "train", "--config", str(path), "--out", str(tmp_path / "r")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 2, run.stderr
+    assert "error:" in run.stderr and "batch_sise" in run.stderr and "bad.yaml" in run.stderr
