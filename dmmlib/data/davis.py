@@ -39,16 +39,21 @@ class DavisDataset(VOSDataset):
 
     ``dataset.sequence(name)`` gives a lazily read :class:`DavisSequence`; labels
     have void (255) set to 0 and the void mask is returned separately.
+    ``annotations="Instances"`` reads the synthetic benchmark's instance maps
+    (tracked objects and distractors), for training a class-agnostic proposal network.
     """
 
-    def __init__(self, root: str | os.PathLike, split: str = "val", resolution: str = "480p", year: int = 2017):
+    def __init__(self, root: str | os.PathLike, split: str = "val", resolution: str = "480p", year: int = 2017,
+                 annotations: str = "Annotations"):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DMMInputError(f"DAVIS root {self.root} does not exist")
         self.split = split
         self.resolution = resolution
         self.frames_dir = self.root / "JPEGImages" / resolution
-        self.annotations_dir = self.root / "Annotations" / resolution
+        self.annotations_dir = self.root / annotations / resolution
+        if not self.annotations_dir.is_dir():
+            raise DMMInputError(f"annotation folder {self.annotations_dir} does not exist")
         self.names = read_split_file(self.root / "ImageSets" / str(year) / f"{split}.txt")
         for name in self.names:
             if not (self.frames_dir / name).is_dir():

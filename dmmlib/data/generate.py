@@ -14,10 +14,12 @@ no ``meta.json``; :func:`is_complete` and :func:`ensure_synthetic` detect that.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -164,6 +166,28 @@ def ensure_synthetic(root: str | os.PathLike | None = None, profile: str | None 
     profile = active_profile() if profile is None else profile
     config = synth_config_for_profile(profile)
     root = data_dir() / f"synthetic-{profile}" if root is None else Path(root)
+    with _exclusive(root.parent / f".{root.name}.lock"):
+        return _ensure_locked(root, config, seed, progress)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock so two processes asking for the same benchmark do not write it at once."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; generation stays correct for a single process
+        yield
+        return
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _ensure_locked(root: Path, config: SynthConfig, seed: int, progress: bool) -> Path:
     meta = read_meta(root) if root.is_dir() else None
     if meta is not None and meta.get("generator") == GENERATOR_NAME and _matches(meta, config, seed):
         return root

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import cv2
 import numpy as np
 
 # Colour photographs: used for backgrounds and as object textures.
@@ -28,13 +29,14 @@ COLOUR_PHOTOS = (
 GREY_PHOTOS = ("brick", "grass", "gravel", "camera", "coins", "moon", "clock", "page", "cell")
 
 ALL_PHOTOS = COLOUR_PHOTOS + GREY_PHOTOS
+MAX_SIDE = 512
 
 
 @lru_cache(maxsize=None)
 def load_photo(name: str) -> np.ndarray:
     """Return the bundled photograph ``name`` as float32 RGB in [0, 1], shape ``[H, W, 3]``.
 
-    Greyscale images are repeated over three channels. The result is cached and
+    Photographs larger than ``MAX_SIDE`` pixels are shrunk to it. Greyscale images are repeated over three channels. The result is cached and
     marked read-only, so callers must copy before modifying it.
     """
     import skimage.data
@@ -49,5 +51,10 @@ def load_photo(name: str) -> np.ndarray:
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
     image = image[:, :, :3].astype(np.float32) / 255.0
+    scale = MAX_SIDE / max(image.shape[:2])
+    if scale < 1:
+        # textures are cut at a few hundred pixels at most; a smaller source makes every resample cheaper
+        size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     image.setflags(write=False)
     return image

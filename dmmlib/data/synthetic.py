@@ -472,6 +472,8 @@ def render_video(config: SynthConfig | None = None, seed: int = 0, index: int = 
     instance_maps = np.zeros((T, H, W), np.uint8)
     full_area = np.zeros((T, len(instances)), np.int64)
     back_to_front = np.argsort(events["depth"], kind="stable")
+    if config.noise > 0:
+        noise_field = rng.standard_normal((2 * H, 2 * W, 3), dtype=np.float32) * np.float32(config.noise / 255.0)
     for t in range(T):
         fraction = t / (T - 1)
         canvas = _render_background(background, fraction, config)
@@ -480,7 +482,10 @@ def render_video(config: SynthConfig | None = None, seed: int = 0, index: int = 
             full_area[t, i] = mask.sum()
             instance_maps[t][mask] = i + 1
         if config.noise > 0:
-            canvas += rng.normal(0.0, config.noise / 255.0, canvas.shape).astype(np.float32)
+            # a random window of one per-video noise field: drawing fresh Gaussian noise for
+            # every frame cost more than rendering it
+            dy, dx = rng.integers(0, H + 1), rng.integers(0, W + 1)
+            canvas += noise_field[dy : dy + H, dx : dx + W]
         frames[t] = np.clip(np.round(canvas * 255.0), 0, 255).astype(np.uint8)
     labels = np.where(instance_maps <= tracked, instance_maps, 0).astype(np.uint8)
     visible_area = np.stack([(instance_maps == i + 1).sum(axis=(1, 2)) for i in range(len(instances))], axis=1)
