@@ -343,3 +343,489 @@ class ProposalCache:
         if not folder.is_dir():
             return []
         return sorted(p.stem for p in folder.glob("*.pt") if not p.name.startswith("."))
+
+
+# ----------------------------------------------------------------------------------------------
+# ProposalNet: a class-agnostic torchvision Mask R-CNN
+# ----------------------------------------------------------------------------------------------
+
+ARCHITECTURES = ("resnet50_fpn", "resnet18_fpn_lite")
+
+# Which architecture each profile uses, and the largest short side a frame is resized to.
+# The paper resizes "the input image such that its short-side is no larger than 800" (Sec. 4.1);
+# smaller frames are used at their native size (torchvision would otherwise upscale them to 800).
+PROPOSAL_NET_SETTINGS = {
+    "smoke": {"architecture": "resnet18_fpn_lite", "max_short_side": 800},
+    "cpu": {"architecture": "resnet18_fpn_lite", "max_short_side": 800},
+    "gpu": {"architecture": "resnet50_fpn", "max_short_side": 800},
+}
+
+CHECKPOINT_FORMAT = "dmmlib.proposal_net/1"
+
+
+def _build_resnet50_fpn(coco: bool) -> torch.nn.Module:
+    """torchvision's ``maskrcnn_resnet50_fpn`` (R50-FPN, the paper's Table 4 "R50" proposal net), 2 classes.
+
+    With ``coco=True`` the COCO weights come from torchvision's weights API (a download).
+    Their 91-class box and mask predictors are replaced by fresh class-agnostic
+    (background / object) ones: the paper trains "the class-agnostic binary mask
+    proposal network on COCO" (Sec. 4.1), which these heads would still need.
+    """
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+    from torchvision.models.detection.mask_rcnn import MaskRCNN_ResNet50_FPN_Weights, MaskRCNNPredictor
+
+    common = dict(box_detections_per_img=TOP_K, box_score_thresh=0.0)
+    if not coco:
+        return maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=2, **common)
+    try:
+        model = maskrcnn_resnet50_fpn(weights=MaskRCNN_ResNet50_FPN_Weights.COCO_V1, **common)
+    except Exception as error:  # no network, proxy, corrupt download ...
+        raise DMMInputError(
+            f"weights='coco': could not get torchvision's COCO Mask R-CNN weights ({error}); "
+            "without internet, pass a local weights file instead"
+        ) from None
+    heads = model.roi_heads
+    heads.box_predictor = FastRCNNPredictor(heads.box_predictor.cls_score.in_features, 2)
+    heads.mask_predictor = MaskRCNNPredictor(heads.mask_predictor.conv5_mask.in_channels, 256, 2)
+    return model
+
+
+def _build_resnet18_fpn_lite() -> torch.nn.Module:
+    """A light Mask R-CNN for CPUs: ResNet-18's first three stages + a 64-channel FPN, slim heads.
+
+    Same structure as the paper's proposal net (backbone + FPN, RPN, RoIAlign box and
+    mask heads, 28 x 28 masks) at a small fraction of the compute and 3 M parameters:
+    ResNet-18's last stage (8 M of its 11 M parameters) is dropped because synthetic
+    frames are ~100 px high, so stride 16 (plus a max-pooled stride-32 level) already
+    covers whole objects. BatchNorm is trainable (not frozen as in torchvision's
+    pretrained recipe) because this net starts from random weights; anchors are
+    8-64 px to match the objects of small frames.
+    """
+    from torchvision.models import resnet18
+    from torchvision.models.detection import MaskRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+    from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+    channels = 64
+    trunk = resnet18(weights=None)
+    del trunk.layer4, trunk.fc  # unused by the FPN below; dropping them keeps checkpoints small
+    backbone = BackboneWithFPN(
+        trunk,
+        return_layers={"layer1": "0", "layer2": "1", "layer3": "2"},
+        in_channels_list=[64, 128, 256],
+        out_channels=channels,
+        extra_blocks=LastLevelMaxPool(),
+    )
+    anchors = AnchorGenerator(sizes=((8,), (16,), (32,), (64,)), aspect_ratios=((0.5, 1.0, 2.0),) * 4)
+    return MaskRCNN(
+        backbone,
+        num_classes=None,
+        rpn_anchor_generator=anchors,
+        rpn_pre_nms_top_n_train=600,
+        rpn_post_nms_top_n_train=300,
+        rpn_pre_nms_top_n_test=300,
+        rpn_post_nms_top_n_test=150,
+        rpn_batch_size_per_image=128,
+        box_head=TwoMLPHead(channels * 7 * 7, 256),
+        box_predictor=FastRCNNPredictor(256, 2),
+        box_batch_size_per_image=128,
+        box_detections_per_img=TOP_K,
+        box_score_thresh=0.0,
+        mask_head=MaskRCNNHeads(channels, (channels,) * 4, 1),
+        mask_predictor=MaskRCNNPredictor(channels, channels, 2),
+    )
+
+
+def _predictor_keys(key: str) -> bool:
+    """State-dict entries of the class-specific layers (replaced when the class count differs)."""
+    return key.startswith("roi_heads.box_predictor.") or key.startswith("roi_heads.mask_predictor.mask_fcn_logits.")
+
+
+def _load_weights_file(detector: torch.nn.Module, path: Path, architecture: str) -> None:
+    """Load a state dict (or a dmmlib checkpoint) from ``path`` into ``detector``.
+
+    A state dict whose only mismatch is the class-specific predictors (e.g. a COCO
+    91-class torchvision file fetched elsewhere) loads everything but those layers,
+    which keep their fresh class-agnostic initialisation.
+    """
+    if not path.is_file():
+        raise DMMInputError(f"proposal-net weights file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise DMMInputError(f"proposal-net weights file {path} is not a readable torch state dict: {error}") from None
+    if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
+        if state.get("architecture") != architecture:
+            raise DMMInputError(
+                f"proposal-net checkpoint {path} holds a {state.get('architecture')!r} network; expected {architecture!r}"
+            )
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DMMInputError(f"proposal-net weights file {path} does not hold a state dict of tensors")
+    own = detector.state_dict()
+    foreign_heads = [k for k in state if _predictor_keys(k) and k in own and state[k].shape != own[k].shape]
+    if foreign_heads:
+        state = {k: v for k, v in state.items() if not _predictor_keys(k)}
+        state.update({k: v for k, v in own.items() if _predictor_keys(k)})
+    try:
+        detector.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()
+        raise DMMInputError(
+            f"proposal-net weights file {path} does not fit the {architecture!r} architecture: "
+            f"{' '.join(first[:3])[:400]}"
+        ) from None
+
+
+def frame_to_tensor(frame: np.ndarray | torch.Tensor, what: str = "frame") -> torch.Tensor:
+    """A frame as float ``[3, H, W]`` in [0, 1]: from uint8 ``[H, W, 3]`` numpy or a float tensor ``[3, H, W]``."""
+    if isinstance(frame, np.ndarray):
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise DMMInputError(f"{what} must be a uint8 array [H, W, 3]; got {frame.dtype} {frame.shape}")
+        return torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float() / 255.0
+    if isinstance(frame, torch.Tensor):
+        if not torch.is_floating_point(frame) or frame.ndim != 3 or frame.shape[0] != 3:
+            raise DMMInputError(f"{what} must be a float tensor [3, H, W] in [0, 1]; got {frame.dtype} {tuple(frame.shape)}")
+        return frame
+    raise DMMInputError(f"{what} must be a numpy uint8 [H, W, 3] array or a float tensor [3, H, W]; got {type(frame).__name__}")
+
+
+class ProposalNet(torch.nn.Module):
+    """Class-agnostic Mask R-CNN proposal generator (Sec. 3 "Mask Proposal Generation", Sec. 4.1).
+
+    ``num_classes = 2`` (background / object), top-50 detections, ROI score threshold 0
+    ("Score threshold of the ROI head is set to 0"), torchvision's default NMS.
+
+    Parameters
+    ----------
+    architecture : ``"resnet50_fpn"`` (the paper's R50-FPN; its main model uses X101-FPN)
+        or ``"resnet18_fpn_lite"`` (CPU); default per profile (:data:`PROPOSAL_NET_SETTINGS`).
+    weights : ``None`` (random init from ``seed``), ``"coco"`` (torchvision COCO weights,
+        resnet50_fpn only; needs a download) or a path to a state dict / dmmlib checkpoint
+        (``torch.load(weights_only=True)``).
+    max_short_side : frames are used at native size unless their short side exceeds this.
+    """
+
+    def __init__(
+        self,
+        architecture: str | None = None,
+        weights: str | os.PathLike | None = None,
+        *,
+        seed: int = 0,
+        max_short_side: int | None = None,
+        profile: str | None = None,
+    ):
+        super().__init__()
+        from dmmlib.profiles import by_profile
+
+        settings = by_profile(PROPOSAL_NET_SETTINGS, profile)
+        architecture = settings["architecture"] if architecture is None else architecture
+        if architecture not in ARCHITECTURES:
+            raise DMMInputError(f"architecture={architecture!r}; expected one of {', '.join(ARCHITECTURES)}")
+        self.architecture = architecture
+        self.max_short_side = int(settings["max_short_side"] if max_short_side is None else max_short_side)
+        if weights == "coco" and architecture != "resnet50_fpn":
+            raise DMMInputError(f"weights='coco' exists only for architecture 'resnet50_fpn', not {architecture!r}")
+        with torch.random.fork_rng(devices=[]):  # seeded init without disturbing the caller's RNG
+            torch.manual_seed(seed)
+            if architecture == "resnet50_fpn":
+                self.detector = _build_resnet50_fpn(coco=weights == "coco")
+            else:
+                self.detector = _build_resnet18_fpn_lite()
+        if weights is not None and weights != "coco":
+            _load_weights_file(self.detector, Path(weights), architecture)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.detector.parameters()).device
+
+    def fit_transform_to(self, height: int, width: int) -> None:
+        """Make torchvision's resize keep ``(height, width)`` (short side capped at ``max_short_side``)."""
+        short, long = min(height, width), max(height, width)
+        scale = min(1.0, self.max_short_side / short)
+        self.detector.transform.min_size = (max(1, int(round(short * scale))),)
+        self.detector.transform.max_size = max(1, int(round(long * scale)))
+
+    def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None):
+        """torchvision's Mask R-CNN call: losses in train mode, detections in eval mode."""
+        height, width = images[0].shape[-2:]
+        self.fit_transform_to(height, width)
+        return self.detector(images, targets)
+
+    @torch.inference_mode()
+    def propose_batch(self, frames: Iterable[np.ndarray | torch.Tensor]) -> list[FrameProposals]:
+        """Proposals for several frames of one size (one batched forward pass)."""
+        images = [frame_to_tensor(f, f"frame {k}").to(self.device) for k, f in enumerate(frames)]
+        if not images:
+            return []
+        sizes = {tuple(im.shape[-2:]) for im in images}
+        if len(sizes) != 1:
+            raise DMMInputError(f"propose_batch: frames must share one size; got {sorted(sizes)}")
+        height, width = images[0].shape[-2:]
+        was_training = self.detector.training
+        self.detector.eval()
+        try:
+            self.fit_transform_to(height, width)
+            # The steps of GeneralizedRCNN.forward, stopping before transform.postprocess,
+            # which would paste the 28 x 28 masks into full frames; we keep them box-relative.
+            batch, _ = self.detector.transform(images)
+            features = self.detector.backbone(batch.tensors)
+            boxes, _ = self.detector.rpn(batch, features)
+            detections, _ = self.detector.roi_heads(features, boxes, batch.image_sizes)
+        finally:
+            self.detector.train(was_training)
+        out = []
+        for det, (h_in, w_in) in zip(detections, batch.image_sizes):
+            scale = torch.tensor([width / w_in, height / h_in] * 2, device=det["boxes"].device)
+            order = det["scores"].argsort(descending=True)[:TOP_K]
+            out.append(
+                FrameProposals(
+                    boxes=(det["boxes"][order] * scale).float().cpu(),
+                    scores=det["scores"][order].float().cpu(),
+                    masks=det["masks"][order][:, 0].float().cpu(),
+                    image_size=(int(height), int(width)),
+                )
+            )
+        return out
+
+    def propose(self, frame: np.ndarray | torch.Tensor) -> FrameProposals:
+        """Top-50 proposals of one frame: uint8 ``[H, W, 3]`` numpy or float ``[3, H, W]`` tensor in [0, 1]."""
+        return self.propose_batch([frame])[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Benchmarks in the DAVIS layout (the synthetic one included)
+# ----------------------------------------------------------------------------------------------
+
+RESOLUTION = "480p"  # the DAVIS folder name; the synthetic benchmark keeps it for smaller frames
+
+
+def split_sequences(data_root: str | os.PathLike, split: str) -> list[str]:
+    """Sequence names of ``split``: the lines of ``<root>/ImageSets/2017/<split>.txt``."""
+    path = Path(data_root) / "ImageSets" / "2017" / f"{split}.txt"
+    if not path.is_file():
+        raise DMMInputError(f"split file {path} does not exist (is --data a benchmark in the DAVIS layout?)")
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def frame_paths(data_root: str | os.PathLike, seq: str) -> list[Path]:
+    """The sorted JPEG frames ``<root>/JPEGImages/480p/<seq>/*.jpg``."""
+    folder = Path(data_root) / "JPEGImages" / RESOLUTION / seq
+    frames = sorted(folder.glob("*.jpg"))
+    if not frames:
+        raise DMMInputError(f"frame folder {folder} holds no JPEG frames")
+    return frames
+
+
+def read_frame_rgb(path: str | os.PathLike) -> np.ndarray:
+    """A frame as uint8 RGB ``[H, W, 3]``."""
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DMMInputError(f"frame {path} is not a readable image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _shard(items: list[str], rank: int | None, world_size: int | None) -> list[str]:
+    """Every ``world_size``-th item from ``rank`` on; defaults from ``$RANK``/``$WORLD_SIZE`` (torchrun)."""
+    rank = int(os.environ.get("RANK", 0)) if rank is None else int(rank)
+    world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else int(world_size)
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise DMMInputError(f"rank={rank}, world_size={world_size}; expected 0 <= rank < world_size")
+    return items[rank::world_size]
+
+
+def compute_proposals(
+    data_root: str | os.PathLike,
+    split: str,
+    net: ProposalNet,
+    cache_root: str | os.PathLike | ProposalCache,
+    progress: bool = True,
+    rank: int | None = None,
+    world_size: int | None = None,
+    batch_size: int = 4,
+) -> dict[str, int]:
+    """Run ``net`` on every frame of every sequence of ``split`` and store the top-50 in the cache.
+
+    The off-line step of Sec. 3: frames already cached are skipped, so an interrupted
+    run resumes where it stopped. With several processes (``torchrun``, or ``rank`` /
+    ``world_size`` given) each takes every ``world_size``-th sequence; the atomic
+    per-frame files mean no two writers ever see each other's half files.
+    Returns ``{"computed": ..., "skipped": ..., "sequences": ...}`` for this process.
+    """
+    from tqdm.auto import tqdm
+
+    cache = cache_root if isinstance(cache_root, ProposalCache) else ProposalCache(cache_root)
+    sequences = _shard(split_sequences(data_root, split), rank, world_size)
+    todo = []
+    skipped = 0
+    for seq in sequences:
+        for frame in frame_paths(data_root, seq):
+            if cache.has(seq, frame.stem):
+                skipped += 1
+            else:
+                todo.append((seq, frame))
+    net.eval()
+    bar = tqdm(total=len(todo), desc=f"proposals {split}", disable=not progress)
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
+        images = [read_frame_rgb(frame) for _, frame in chunk]
+        groups: dict[tuple, list[int]] = {}  # frames of one size go through the net together
+        for k, image in enumerate(images):
+            groups.setdefault(image.shape, []).append(k)
+        for members in groups.values():
+            for k, proposals in zip(members, net.propose_batch([images[k] for k in members])):
+                cache.put(chunk[k][0], chunk[k][1].stem, proposals)
+        bar.update(len(chunk))
+    bar.close()
+    return {"computed": len(todo), "skipped": skipped, "sequences": len(sequences)}
+
+
+def random_box_proposals(
+    image_size: tuple[int, int], count: int = TOP_K, rng: np.random.Generator | None = None, mask_size: int = DEFAULT_MASK_SIZE
+) -> FrameProposals:
+    """A trivial baseline: ``count`` random boxes whose masks fill the whole box, random scores.
+
+    Box sides are uniform in [5 %, 60 %] of the frame side, positions uniform inside it.
+    """
+    rng = np.random.default_rng(0) if rng is None else rng
+    height, width = image_size
+    sides = rng.uniform(0.05, 0.6, size=(count, 2)) * np.array([width, height])
+    corners = rng.uniform(0, 1, size=(count, 2)) * (np.array([width, height]) - sides)
+    boxes = torch.from_numpy(np.concatenate([corners, corners + sides], axis=1)).float()
+    scores = torch.from_numpy(np.sort(rng.uniform(0, 1, size=count))[::-1].copy()).float()
+    return FrameProposals(boxes, scores, torch.ones(count, mask_size, mask_size), (height, width))
+
+
+def best_proposal_iou(objects: torch.Tensor, proposals: FrameProposals, top_k: int = TOP_K) -> torch.Tensor:
+    """For each object mask ``[n, H, W]`` (bool), the best mask IoU over the top-k proposals: ``[n]``.
+
+    Proposals are pasted and thresholded at 0.5 (Mask R-CNN's binarisation).
+    """
+    n = objects.shape[0]
+    chosen = proposals.top(top_k)
+    if n == 0 or len(chosen) == 0:
+        return torch.zeros(n)
+    height, width = objects.shape[-2:]
+    pasted = chosen.paste(height, width, threshold=0.5).reshape(len(chosen), -1)  # [m, HW]
+    flat = objects.reshape(n, -1).float()  # [n, HW]
+    intersection = flat @ pasted.T  # [n, m]
+    union = flat.sum(1, keepdim=True) + pasted.sum(1)[None, :] - intersection
+    return (intersection / union.clamp(min=1)).max(dim=1).values
+
+
+def proposal_recall(
+    data_root: str | os.PathLike,
+    split: str,
+    cache_root: str | os.PathLike | ProposalCache,
+    iou_thresholds: tuple[float, ...] = (0.5, 0.7),
+    top_k: int = TOP_K,
+) -> dict:
+    """Recall of the tracked objects by the cached top-k proposals (why top-50 suffices, Sec. 3).
+
+    For every frame of every sequence of ``split`` and every object of its
+    ``Annotations`` label map that is visible there (non-empty mask), take the best
+    mask IoU over the frame's top-``top_k`` proposals; the recall at threshold ``tau``
+    is the fraction of such (object, frame) pairs with best IoU >= ``tau``.
+
+    Returns ``{"recall": {tau: fraction}, "pairs": count, "mean_best_iou": float,
+    "best_ious": [per-pair values]}``. A frame missing from the cache is an error.
+    """
+    from dmmlib.maskio import read_label_png
+
+    cache = cache_root if isinstance(cache_root, ProposalCache) else ProposalCache(cache_root)
+    if top_k < 1:
+        raise DMMInputError(f"top_k={top_k}; expected at least 1")
+    root = Path(data_root)
+    best: list[float] = []
+    for seq in split_sequences(root, split):
+        for frame in frame_paths(root, seq):
+            annotation = root / "Annotations" / RESOLUTION / seq / f"{frame.stem}.png"
+            if not annotation.is_file():
+                continue  # unannotated frames (e.g. DAVIS test-dev) cannot be scored
+            labels = read_label_png(annotation)
+            ids = [int(i) for i in np.unique(labels) if i not in (0, 255)]
+            if not ids:
+                continue
+            proposals = cache.get(seq, frame.stem)
+            if proposals is None:
+                raise DMMInputError(
+                    f"no cached proposals for {seq}/{frame.stem} in {cache.root}; run `python -m dmmlib proposals compute` first"
+                )
+            objects = torch.from_numpy(np.stack([labels == i for i in ids]))
+            best += best_proposal_iou(objects, proposals, top_k).tolist()
+    values = np.asarray(best, dtype=np.float64)
+    recall = {float(t): (float((values >= t).mean()) if values.size else float("nan")) for t in iou_thresholds}
+    return {
+        "recall": recall,
+        "pairs": int(values.size),
+        "mean_best_iou": float(values.mean()) if values.size else float("nan"),
+        "best_ious": best,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# python -m dmmlib proposals {train, compute, recall}
+# ----------------------------------------------------------------------------------------------
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    train = sub.add_parser("train", help="train the class-agnostic Mask R-CNN on the train split")
+    train.add_argument("--data", required=True, help="benchmark root in the DAVIS layout (with Instances/)")
+    train.add_argument("--out", required=True, help="checkpoint file to write")
+    train.add_argument("--profile", choices=("smoke", "cpu", "gpu"), help="settings table (default: $DMM_PROFILE)")
+    train.add_argument("--steps", type=int, help="override the profile's number of steps")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", default="auto")
+    train.add_argument("--resume", action="store_true", help="continue the checkpoint at --out")
+    train.add_argument("--force", action="store_true", help="replace an existing --out")
+
+    compute = sub.add_parser("compute", help="compute and cache the top-50 proposals of every frame of a split")
+    compute.add_argument("--data", required=True)
+    compute.add_argument("--split", default="val")
+    compute.add_argument("--checkpoint", required=True, help="a checkpoint from `proposals train`")
+    compute.add_argument("--cache", required=True, help="cache folder (<cache>/<seq>/<frame>.pt)")
+    compute.add_argument("--device", default="auto")
+
+    recall = sub.add_parser("recall", help="recall of the annotated objects by the cached proposals")
+    recall.add_argument("--data", required=True)
+    recall.add_argument("--split", default="val")
+    recall.add_argument("--cache", required=True)
+    recall.add_argument("--top-k", type=int, default=TOP_K)
+    recall.add_argument("--iou", type=float, nargs="+", default=[0.5, 0.7], help="IoU thresholds")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.action == "train":
+        from dmmlib.proposal_training import train_config_for_profile, train_proposal_net
+
+        config = train_config_for_profile(args.profile)
+        if args.steps is not None:
+            config = config.replace(steps=args.steps)
+        result = train_proposal_net(
+            args.data, args.out, config, seed=args.seed, resume=args.resume, force=args.force, device=args.device
+        )
+        last = result["losses"].get("total", [float("nan")])[-1]
+        print(f"trained {result['steps']} steps in {result['seconds']:.1f} s; last loss {last:.4f}; wrote {args.out}")
+        return 0
+    if args.action == "compute":
+        from dmmlib.proposal_training import load_proposal_net
+
+        net = load_proposal_net(args.checkpoint, device=args.device)
+        counts = compute_proposals(args.data, args.split, net, args.cache)
+        print(f"{counts['computed']} frames computed, {counts['skipped']} already cached, "
+              f"{counts['sequences']} sequences -> {args.cache}")
+        return 0
+    result = proposal_recall(args.data, args.split, args.cache, tuple(args.iou), args.top_k)
+    print(f"top-{args.top_k} proposal recall on {args.split} ({result['pairs']} object-frames, "
+          f"mean best IoU {result['mean_best_iou']:.3f})")
+    print(f"{'IoU >=':>8}  recall")
+    for threshold, value in result["recall"].items():
+        print(f"{threshold:>8.2f}  {value:.3f}")
+    return 0

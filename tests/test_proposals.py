@@ -185,3 +185,235 @@ def test_cache_rejects_unsafe_names(tmp_path):
         cache.path("../escape", 0)
     with pytest.raises(DMMInputError, match="frame_id"):
         cache.path("s", "a/b")
+
+
+# -- a tiny benchmark in the DAVIS layout ------------------------------------------------------
+
+
+def _make_benchmark(root, sequences=(("train", 2), ("val", 2)), frames=3, height=48, width=64):
+    """Moving coloured rectangles; Instances hold one extra distractor that Annotations lack."""
+    import cv2
+
+    from dmmlib.maskio import write_label_png
+
+    rng = np.random.default_rng(0)
+    for split, count in sequences:
+        names = [f"{split}-{k}" for k in range(count)]
+        (root / "ImageSets" / "2017").mkdir(parents=True, exist_ok=True)
+        (root / "ImageSets" / "2017" / f"{split}.txt").write_text("\n".join(names) + "\n")
+        for name in names:
+            for t in range(frames):
+                image = np.full((height, width, 3), 40, np.uint8)
+                instances = np.zeros((height, width), np.uint8)
+                for k, (y, x) in enumerate([(5 + t, 5 + 2 * t), (25, 35 - t), (30, 5)], start=1):
+                    instances[y : y + 14, x : x + 18] = k
+                    image[y : y + 14, x : x + 18] = rng.integers(100, 255, size=3)
+                annotations = np.where(instances == 3, 0, instances).astype(np.uint8)  # 3 = distractor
+                (root / "JPEGImages" / "480p" / name).mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(root / "JPEGImages" / "480p" / name / f"{t:05d}.jpg"), image[:, :, ::-1])
+                write_label_png(root / "Instances" / "480p" / name / f"{t:05d}.png", instances)
+                write_label_png(root / "Annotations" / "480p" / name / f"{t:05d}.png", annotations)
+    return root
+
+
+@pytest.fixture(scope="module")
+def benchmark(tmp_path_factory):
+    return _make_benchmark(tmp_path_factory.mktemp("bench"))
+
+
+@pytest.fixture(scope="module")
+def lite_net():
+    from dmmlib.proposals import ProposalNet
+
+    return ProposalNet("resnet18_fpn_lite", seed=0).eval()
+
+
+# -- recall --------------------------------------------------------------------------------------
+
+
+def _fill_cache(benchmark, cache_root, make):
+    from dmmlib.maskio import read_label_png
+    from dmmlib.proposals import frame_paths, split_sequences
+
+    cache = ProposalCache(cache_root)
+    for seq in split_sequences(benchmark, "val"):
+        for frame in frame_paths(benchmark, seq):
+            labels = read_label_png(benchmark / "Annotations" / "480p" / seq / f"{frame.stem}.png")
+            cache.put(seq, frame.stem, make(labels))
+    return cache
+
+
+def test_recall_of_oracle_empty_and_random_proposals(benchmark, tmp_path):
+    from dmmlib.proposals import proposal_recall, random_box_proposals
+
+    _fill_cache(benchmark, tmp_path / "oracle", lambda labels: proposals_from_labels(labels, n_noise=3))
+    _fill_cache(benchmark, tmp_path / "empty", lambda labels: FrameProposals.empty(labels.shape))
+    rng = np.random.default_rng(0)
+    _fill_cache(benchmark, tmp_path / "random", lambda labels: random_box_proposals(labels.shape, 50, rng))
+    oracle = proposal_recall(benchmark, "val", tmp_path / "oracle")
+    assert oracle["pairs"] == 2 * 3 * 2  # 2 sequences x 3 frames x 2 annotated objects
+    assert oracle["recall"] == {0.5: 1.0, 0.7: 1.0}
+    empty = proposal_recall(benchmark, "val", tmp_path / "empty")
+    assert empty["recall"] == {0.5: 0.0, 0.7: 0.0} and empty["mean_best_iou"] == 0.0
+    random = proposal_recall(benchmark, "val", tmp_path / "random", iou_thresholds=(0.5, 0.7, 0.9))
+    assert 0.0 < random["mean_best_iou"] < oracle["mean_best_iou"]
+    assert random["recall"][0.9] < 1.0
+    # top_k cuts the list: with only the (score-sorted) noise kept, the oracle proposals go
+    _fill_cache(benchmark, tmp_path / "noise-first", lambda labels: _noise_first(labels))
+    assert proposal_recall(benchmark, "val", tmp_path / "noise-first", top_k=3)["recall"][0.5] == 0.0
+    assert proposal_recall(benchmark, "val", tmp_path / "noise-first", top_k=50)["recall"][0.5] == 1.0
+
+
+def _noise_first(labels):
+    noise = proposals_from_labels(np.zeros_like(labels), n_noise=3)
+    oracle = proposals_from_labels(labels)
+    return FrameProposals(
+        torch.cat([noise.boxes, oracle.boxes]), torch.linspace(1, 0.1, len(noise) + len(oracle)),
+        torch.cat([noise.masks, oracle.masks]), labels.shape,
+    )
+
+
+def test_recall_needs_every_frame_cached(benchmark, tmp_path):
+    from dmmlib.proposals import proposal_recall
+
+    cache = _fill_cache(benchmark, tmp_path / "c", lambda labels: proposals_from_labels(labels))
+    cache.path("val-1", 2).unlink()
+    with pytest.raises(DMMInputError, match="val-1/00002"):
+        proposal_recall(benchmark, "val", cache)
+
+
+def test_recall_cli_prints_a_table(benchmark, tmp_path, capsys):
+    from dmmlib.cli import main
+
+    _fill_cache(benchmark, tmp_path / "c", lambda labels: proposals_from_labels(labels))
+    assert main(["proposals", "recall", "--data", str(benchmark), "--split", "val", "--cache", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "0.50  1.000" in out and "0.70  1.000" in out
+    assert main(["proposals", "recall", "--data", str(tmp_path / "nowhere"), "--cache", str(tmp_path / "c")]) == 2
+
+
+# -- ProposalNet ---------------------------------------------------------------------------------
+
+
+def test_proposal_net_outputs(lite_net):
+    frame = np.random.default_rng(1).integers(0, 256, size=(40, 56, 3), dtype=np.uint8)
+    proposals = lite_net.propose(frame)
+    assert isinstance(proposals, FrameProposals)
+    assert 0 < len(proposals) <= 50 and proposals.image_size == (40, 56) and proposals.mask_size == 28
+    assert proposals.boxes.dtype == proposals.scores.dtype == proposals.masks.dtype == torch.float32
+    assert torch.all(proposals.scores[1:] <= proposals.scores[:-1])
+    assert proposals.masks.min() >= 0 and proposals.masks.max() <= 1
+    assert torch.all(proposals.boxes[:, 2] <= 56) and torch.all(proposals.boxes[:, 3] <= 40)
+    as_tensor = lite_net.propose(torch.from_numpy(frame).permute(2, 0, 1).float() / 255)
+    torch.testing.assert_close(as_tensor.boxes, proposals.boxes)
+    with pytest.raises(DMMInputError, match="uint8"):
+        lite_net.propose(frame.astype(np.float32))
+
+
+def test_weights_from_a_local_file(lite_net, tmp_path):
+    from dmmlib.proposals import ProposalNet
+
+    frame = np.random.default_rng(2).integers(0, 256, size=(40, 56, 3), dtype=np.uint8)
+    torch.save(lite_net.detector.state_dict(), tmp_path / "w.pt")
+    other_seed = ProposalNet("resnet18_fpn_lite", seed=1).eval()
+    loaded = ProposalNet("resnet18_fpn_lite", weights=tmp_path / "w.pt", seed=1).eval()
+    expected = lite_net.propose(frame)
+    assert not torch.equal(other_seed.propose(frame).scores, expected.scores)
+    got = loaded.propose(frame)
+    assert torch.equal(got.boxes, expected.boxes) and torch.equal(got.masks, expected.masks)
+
+
+def test_bad_weights_files(tmp_path):
+    from dmmlib.proposals import ProposalNet
+
+    with pytest.raises(DMMInputError, match="does not exist"):
+        ProposalNet("resnet18_fpn_lite", weights=tmp_path / "missing.pt")
+    (tmp_path / "corrupt.pt").write_bytes(b"\x00garbage")
+    with pytest.raises(DMMInputError, match="corrupt.pt"):
+        ProposalNet("resnet18_fpn_lite", weights=tmp_path / "corrupt.pt")
+    torch.save({"backbone.body.conv1.weight": torch.zeros(3, 3)}, tmp_path / "wrong.pt")
+    with pytest.raises(DMMInputError, match="does not fit"):
+        ProposalNet("resnet18_fpn_lite", weights=tmp_path / "wrong.pt")
+    with pytest.raises(DMMInputError, match="coco"):
+        ProposalNet("resnet18_fpn_lite", weights="coco")
+    with pytest.raises(DMMInputError, match="architecture"):
+        ProposalNet("vgg")
+
+
+def test_foreign_class_heads_are_replaced(lite_net, tmp_path):
+    """A state dict with a different class count (e.g. COCO's 91) loads all but the predictors."""
+    from dmmlib.proposals import ProposalNet
+
+    state = dict(lite_net.detector.state_dict())
+    state["roi_heads.box_predictor.cls_score.weight"] = torch.zeros(91, 256)
+    state["roi_heads.box_predictor.cls_score.bias"] = torch.zeros(91)
+    state["roi_heads.box_predictor.bbox_pred.weight"] = torch.zeros(91 * 4, 256)
+    state["roi_heads.box_predictor.bbox_pred.bias"] = torch.zeros(91 * 4)
+    state["roi_heads.mask_predictor.mask_fcn_logits.weight"] = torch.zeros(91, 64, 1, 1)
+    state["roi_heads.mask_predictor.mask_fcn_logits.bias"] = torch.zeros(91)
+    torch.save(state, tmp_path / "coco-like.pt")
+    net = ProposalNet("resnet18_fpn_lite", weights=tmp_path / "coco-like.pt", seed=5)
+    own = net.detector.state_dict()
+    assert torch.equal(own["backbone.body.conv1.weight"], state["backbone.body.conv1.weight"])
+    assert own["roi_heads.box_predictor.cls_score.weight"].shape == (2, 256)
+
+
+def test_coco_download_failure_is_a_clear_error(monkeypatch):
+    import torchvision.models.detection as detection
+
+    from dmmlib.proposals import ProposalNet
+
+    def offline(*args, **kwargs):
+        if kwargs.get("weights") is not None:
+            raise OSError("no network")
+        raise AssertionError("expected a weights request")
+
+    monkeypatch.setattr(detection, "maskrcnn_resnet50_fpn", offline)
+    with pytest.raises(DMMInputError, match="local weights file"):
+        ProposalNet("resnet50_fpn", weights="coco")
+
+
+# -- training and the off-line computation -------------------------------------------------------
+
+
+def test_training_runs_saves_and_resumes_bit_identically(benchmark, tmp_path):
+    from dmmlib.proposal_training import ProposalTrainConfig, load_checkpoint, loss_log_path, train_proposal_net
+
+    config = ProposalTrainConfig(steps=3, batch_size=1, warmup_steps=1, checkpoint_every=2)
+    straight = train_proposal_net(benchmark, tmp_path / "a.pt", config, seed=4, progress=False)
+    assert straight["steps"] == 3 and len(straight["losses"]["total"]) == 3
+    assert all(np.isfinite(straight["losses"]["total"]))
+    assert len(loss_log_path(tmp_path / "a.pt").read_text().splitlines()) == 1 + 3
+    with pytest.raises(DMMInputError, match="already exists"):
+        train_proposal_net(benchmark, tmp_path / "a.pt", config, seed=4, progress=False)
+
+    train_proposal_net(benchmark, tmp_path / "b.pt", config.replace(steps=2), seed=4, progress=False)
+    assert load_checkpoint(tmp_path / "b.pt")["step"] == 2
+    resumed = train_proposal_net(benchmark, tmp_path / "b.pt", config, seed=4, resume=True, progress=False)
+    assert resumed["losses"]["total"] == straight["losses"]["total"]
+    a, b = load_checkpoint(tmp_path / "a.pt")["model"], load_checkpoint(tmp_path / "b.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(DMMInputError, match="seed"):
+        train_proposal_net(benchmark, tmp_path / "b.pt", config, seed=5, resume=True, progress=False)
+
+
+def test_compute_proposals_caches_skips_and_shards(benchmark, lite_net, tmp_path):
+    from dmmlib.proposals import compute_proposals
+
+    shard0 = compute_proposals(benchmark, "val", lite_net, tmp_path / "c", progress=False, rank=0, world_size=2)
+    assert shard0 == {"computed": 3, "skipped": 0, "sequences": 1}
+    cache = ProposalCache(tmp_path / "c")
+    assert cache.sequences() == ["val-0"]
+    both = compute_proposals(benchmark, "val", lite_net, tmp_path / "c", progress=False, rank=None, world_size=1)
+    assert both == {"computed": 3, "skipped": 3, "sequences": 2}
+    # the cache holds what the net gives for these frames (masks up to the uint8 storage step)
+    from dmmlib.proposals import frame_paths, read_frame_rgb
+
+    frames = [read_frame_rgb(p) for p in frame_paths(benchmark, "val-1")]
+    for t, direct in enumerate(lite_net.propose_batch(frames)):
+        cached = cache.get("val-1", t)
+        assert len(cached) == len(direct) and cached.image_size == direct.image_size
+        torch.testing.assert_close(cached.boxes, direct.boxes, atol=1e-3, rtol=0)
+        assert (cached.masks - direct.masks).abs().max() <= 0.5 / 255 + 1e-4
+    with pytest.raises(DMMInputError, match="rank"):
+        compute_proposals(benchmark, "val", lite_net, tmp_path / "c", progress=False, rank=2, world_size=2)
