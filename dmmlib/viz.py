@@ -369,7 +369,7 @@ _COLOURS = {
 }
 
 
-def pipeline_diagram(figsize: tuple[float, float] = (11.0, 5.6)):
+def pipeline_diagram(figsize: tuple[float, float] = (10.0, 5.4)):
     """The DMM-Net pipeline for one frame ``t`` (Sec. 3 and Fig. 2 of the paper), as a figure.
 
     Top row: the frame's Mask R-CNN proposals and the first-frame templates are embedded by
@@ -386,7 +386,7 @@ def pipeline_diagram(figsize: tuple[float, float] = (11.0, 5.6)):
     ax.set_ylim(0, 6.6)
     ax.set_axis_off()
 
-    width, height = 2.05, 1.15
+    width, height = 2.2, 1.3
     boxes: dict[str, tuple[float, float]] = {}
 
     def box(key, x, y, text, kind):
@@ -396,7 +396,7 @@ def pipeline_diagram(figsize: tuple[float, float] = (11.0, 5.6)):
             boxstyle="round,pad=0.04,rounding_size=0.12", linewidth=1.2,
             edgecolor="#444444", facecolor=_COLOURS[kind], zorder=2,
         ))
-        ax.text(x, y, text, ha="center", va="center", fontsize=9.5, zorder=3, linespacing=1.35)
+        ax.text(x, y, text, ha="center", va="center", fontsize=12, zorder=3, linespacing=1.3)
 
     def arrow(a, b, text=None, *, rad=0.0, start=None, end=None, style="-|>", colour="#333333",
               dashed=False, text_at=None, text_kw=None):
@@ -409,24 +409,24 @@ def pipeline_diagram(figsize: tuple[float, float] = (11.0, 5.6)):
         ))
         if text:
             tx, ty = text_at or ((p[0] + q[0]) / 2, (p[1] + q[1]) / 2)
-            ax.text(tx, ty, text, ha="center", va="center", fontsize=8.5, color=colour, zorder=4,
+            ax.text(tx, ty, text, ha="center", va="center", fontsize=10.5, color=colour, zorder=4,
                     bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none"),
                     **(text_kw or {}))
 
-    top, bottom, above = 3.85, 1.25, 5.75
-    xs = [1.2, 3.7, 6.2, 8.7, 11.2]
+    top, bottom, above = 3.85, 1.15, 5.85
+    xs = [1.15, 3.67, 6.2, 8.72, 11.25]
     half_w, half_h = width / 2 + 0.04, height / 2 + 0.04
 
     box("frame", xs[0], top, "frame $t$\n(RGB image)", "input")
-    box("proposals", xs[1], top, "Mask R-CNN\ntop-50 proposals\n$\\tilde P = \\{p^t_j\\}_{j=1}^{m}$", "input")
-    box("templates", xs[1], above, "first frame:\ntemplates $R = \\{r_i\\}_{i=1}^{n}$", "input")
+    box("proposals", xs[1], top, "Mask R-CNN:\ntop-50 proposals\n$\\tilde P$ ($m$ masks)", "input")
+    box("templates", xs[1], above, "first frame:\n$n$ templates $R$", "input")
     box("features", xs[2], top, "features $f_\\theta$\nof proposals\nand templates", "learned")
-    box("cost", xs[3], top, "cost $C$ (Eq. 1)\ncosine of features\n+ IoU with prev. mask", "matching")
-    box("match", xs[4], top, "matching layer\n(Alg. 1): projected\ngradient + Dykstra", "matching")
-    box("xhat", xs[4], bottom, "$\\hat X \\in [0,1]^{n\\times m}$\nsoft assignment", "matching")
-    box("xtilde", xs[3], bottom, "$\\tilde X$: keep the\nrow maxima of $\\hat X$", "matching")
+    box("cost", xs[3], top, "cost $C$ (Eq. 1):\ncosine + IoU\nwith prev. mask", "matching")
+    box("match", xs[4], top, "matching layer\nAlg. 1: projected\ngradient, Dykstra", "matching")
+    box("xhat", xs[4], bottom, "$\\hat X$ ($n \\times m$):\nsoft assignment", "matching")
+    box("xtilde", xs[3], bottom, "$\\tilde X$: keep the\nmaxima of $\\hat X$", "matching")
     box("matched", xs[2], bottom, "matched masks\n$\\hat P = \\tilde X \\otimes \\tilde P$\n(Eq. 8)", "matching")
-    box("refine", xs[1], bottom, "refinement\n(4 ConvLSTM layers)", "learned")
+    box("refine", xs[1], bottom, "refinement:\n4 ConvLSTM layers", "learned")
     box("output", xs[0], bottom, "output masks\nof frame $t$", "output")
 
     def right(k):
@@ -453,20 +453,20 @@ def pipeline_diagram(figsize: tuple[float, float] = (11.0, 5.6)):
     arrow("refine", "output", start=left("refine"), end=right("output"))
     # The proposal masks themselves enter Eq. 8.
     arrow("proposals", "matched", "proposal masks $\\tilde P$", start=down("proposals", 0.35),
-          end=up("matched", -0.45), colour="#555555", text_at=(4.75, 2.55))
+          end=up("matched", -0.45), colour="#555555", text_at=(4.75, 2.5))
     # Feedback: the matched masks give the IoU term of the next frame's cost.
-    arrow("matched", "cost", "$\\hat P$ at frame $t$ $\\to$ IoU in $C$ at $t+1$",
+    arrow("matched", "cost", "$\\hat P$ $\\to$ IoU in $C$ at $t+1$",
           start=up("matched", 0.45), end=down("cost", -0.35), colour="#b45f06", dashed=True,
-          text_at=(7.45, 2.55))
+          text_at=(7.45, 2.5))
     # Frame features (conv2-5) and the template masks also enter the refinement.
     arrow("frame", "refine", "backbone features", start=down("frame", 0.3), end=up("refine", -0.5),
-          colour="#555555", dashed=True, text_at=(2.15, 2.55))
+          colour="#555555", dashed=True, text_at=(2.1, 2.5))
 
     ax.legend(
         handles=[Patch(facecolor=_COLOURS[k], edgecolor="#444444", label=label) for k, label in (
             ("input", "input / fixed"), ("learned", "learned network"),
             ("matching", "matching (differentiable)"), ("output", "output"))],
-        loc="upper right", bbox_to_anchor=(1.0, 1.0), fontsize=8.5, frameon=False, ncol=2,
+        loc="upper right", bbox_to_anchor=(1.0, 1.02), fontsize=10.5, frameon=False, ncol=1,
     )
     fig.tight_layout()
     return fig

@@ -83,6 +83,7 @@ def main() -> int:
     stage = Path(tempfile.mkdtemp(prefix=".vendor-", dir=DEST.parent))
     old = DEST.parent / f".vendor-old-{stage.name}"
     try:
+        stage.chmod(0o755)  # mkdtemp makes it private; a web server must be able to read it
         versions = build(stage)
         if DEST.exists():
             DEST.rename(old)
