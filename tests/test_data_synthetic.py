@@ -17,7 +17,7 @@ from dmmlib.data.photos import ALL_PHOTOS, load_photo
 from dmmlib.data.synthetic import synth_config_for_profile
 from dmmlib.errors import DMMInputError
 
-TINY = SynthConfig(train_videos=2, val_videos=1, frames=6, height=40, width=64)
+TINY = SynthConfig(train_videos=2, val_videos=1, frames=6, height=40, width=64, distractor_prob=1.0)
 SCENE = SynthConfig(train_videos=1, val_videos=0, frames=12, height=48, width=80)
 
 
@@ -161,6 +161,17 @@ def test_benchmark_on_disk_is_davis_layout_and_deterministic(tmp_path):
     assert davis.names == ["train-0000", "train-0001"]
     sequence = davis.sequence("train-0001")
     assert len(sequence) == TINY.frames and len(sequence.objects) == meta["sequences"]["train-0001"]["objects"]
+    distractor_pixels = 0
+    for name in ("train-0000", "train-0001"):
+        info = meta["sequences"][name]
+        instances = DavisDataset(a, split="train", annotations="Instances").sequence(name)
+        labels = davis.sequence(name).labels(2)
+        all_ids = instances.labels(2)
+        assert all_ids.max() <= info["objects"] + info["distractors"]
+        # the annotation is the instance map with distractors (ids above K) turned into background
+        np.testing.assert_array_equal(labels, np.where(all_ids <= info["objects"], all_ids, 0))
+        distractor_pixels += (all_ids > info["objects"]).sum()
+    assert distractor_pixels > 0
 
 
 def test_refuses_to_overwrite_and_force_keeps_foreign_files(tmp_path):

@@ -78,7 +78,7 @@ class SynthConfig:
     camera_pan: float = 0.15
     # Gaussian blur of the background (sigma, pixels at 120 px height): a shallow
     # depth of field keeps objects separable from a busy photo
-    background_blur: float = 1.0
+    background_blur: float = 0.6
     # least visible fraction of every tracked object in frame 0 (scenes are redrawn until met)
     min_first_visible: float = 0.6
     # standard deviation of per-frame sensor noise, in 8-bit levels
@@ -491,6 +491,8 @@ def render_video(config: SynthConfig | None = None, seed: int = 0, index: int = 
     visible_area = np.stack([(instance_maps == i + 1).sum(axis=(1, 2)) for i in range(len(instances))], axis=1)
     info = {
         "scene_attempts": attempt + 1,
+        # below config.min_first_visible only if no scene in _MAX_SCENE_ATTEMPTS met it
+        "first_frame_min_visible": round(float(visible.min()), 3) if tracked else None,
         "objects": tracked,
         "distractors": len(instances) - tracked,
         "frames": T,
