@@ -5,6 +5,17 @@ Loaders return lazily read :class:`VOSSequence` objects with numpy arrays
 :class:`ClipDataset` cut random augmented training clips (numpy, or torch
 tensors ``[T, 3, H, W]`` / ``[T, H, W]``). Submodules load on first use, so
 ``import dmmlib.data`` imports neither torch nor scikit-image.
+
+Typical use::
+
+    from dmmlib.data import ClipDataset, ClipSampler, DavisDataset, ensure_synthetic
+
+    root = ensure_synthetic()                      # data/synthetic-<profile>, made once
+    val = DavisDataset(root, split="val")          # also real DAVIS 2017: DavisDataset("data/DAVIS")
+    for record in val.sequence(val.names[0]):      # streams FrameRecord(index, name, image, labels, void)
+        ...
+    clips = ClipDataset(ClipSampler(DavisDataset(root, "train"), clip_length=3, seed=0, size=(120, 216)),
+                        length=256)                # items: frames [T, 3, H, W] float, labels [T, H, W] long
 """
 
 from __future__ import annotations
