@@ -4,6 +4,7 @@ Notation (batch first): ``logits`` ``[B, n, H, W]`` are the refinement head's
 per-object mask logits, ``target`` ``[B, n, H, W]`` the ground-truth masks in
 {0, 1}, ``valid`` ``[B, n]`` marks the objects that have a template (objects
 absent from a clip's first frame have none and are left out of the loss).
+Each loss is averaged over a clip's objects, then over the clips.
 
 * ``soft_iou``  -- ``1 - (sum p*t + 1) / (sum (p + t - p*t) + 1)`` with ``p = sigmoid(logits)``.
   It is the differentiable twin of the region similarity J that the benchmark
@@ -40,9 +41,16 @@ def _check(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> N
 
 
 def _mean_over_valid(per_object: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Average ``[B, n]`` over the valid objects; zero (with a graph) if there are none."""
+    """Average ``[B, n]`` over each clip's valid objects, then over the B clips; a scalar.
+
+    Every clip weighs the same whatever its number of objects. This is what makes
+    multi-process training exact: each process averages over its own clips and
+    DDP averages those equal-sized means, which is the mean over the global batch.
+    A clip with no valid object contributes zero.
+    """
     weights = valid.to(per_object.dtype)
-    return (per_object * weights).sum() / weights.sum().clamp(min=1.0)
+    per_clip = (per_object * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+    return per_clip.mean()
 
 
 def soft_iou_per_object(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

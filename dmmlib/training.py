@@ -108,7 +108,7 @@ class TrainConfig:
     log_every: int = 1
     num_workers: int = 0
     device: str = "auto"
-    ddp_find_unused_parameters: bool = True
+    ddp_find_unused_parameters: bool = False  # True if some parameters get no gradient in a step
     model: dict = field(default_factory=dict)  # overrides of dmmlib.model.default_config(profile)
     backbone_weights: str | None = None  # None (random init), "imagenet" or a local state_dict path
 
@@ -253,20 +253,21 @@ def build_dataset(cfg: TrainConfig, data_root: str | os.PathLike | None = None):
 
     root = data_root if data_root is not None else cfg.data
     if cfg.dataset == "synthetic":
-        root = vos.ensure_synthetic(root=root, profile=cfg.profile, seed=0)
+        root = vos.ensure_synthetic(root=root, profile=cfg.profile, seed=0, progress=False)
         sequences = vos.DavisDataset(root, cfg.split)
     elif cfg.dataset == "davis":
         sequences = vos.DavisDataset(_need_root(root, cfg), cfg.split)
     else:
         sequences = vos.YouTubeVOSDataset(_need_root(root, cfg), cfg.split)
-    return vos.ClipSampler(
+    sampler = vos.ClipSampler(
         sequences,
         clip_length=cfg.unroll + 1,
-        size=tuple(cfg.frame_size),
-        num_clips=cfg.clips_per_epoch,
-        augment=cfg.augment,
         seed=cfg.seed,
+        size=tuple(cfg.frame_size),
+        augment=vos.AffineAugment() if cfg.augment else None,
+        max_objects=cfg.max_objects,
     )
+    return vos.ClipDataset(sampler, cfg.clips_per_epoch)
 
 
 def _need_root(root, cfg: TrainConfig) -> Path:
@@ -357,8 +358,8 @@ def clip_proposals(frames: torch.Tensor, labels: torch.Tensor, metas: list[dict]
         per_clip = []
         for b in range(frames.shape[0]):
             meta = dict(metas[b])
-            if "frame_ids" in meta:
-                meta["frame_id"] = meta["frame_ids"][t]
+            if "frame_indices" in meta:
+                meta["frame_id"] = int(meta["frame_indices"][t])
             rng = np.random.default_rng([seed, *keys[b], t])
             per_clip.append(source(frames[b, t], labels[b, t], meta, rng))
         steps.append(per_clip)

@@ -81,7 +81,11 @@ class TinyTracker(nn.Module):
 
 
 class TinyClips(torch.utils.data.Dataset):
-    """Clips of squares drifting over noise; item i is fixed by (seed, i). ``repeat``: every item is clip 0."""
+    """Clips of one or two squares drifting over noise; item i is fixed by (seed, i).
+
+    ``repeat``: every item is clip 0. Clips differ in their number of objects, so
+    a loss that weighed objects rather than clips would make DDP inexact.
+    """
 
     def __init__(self, n_clips=16, length=3, size=(24, 32), seed=0, repeat=False):
         self.n_clips, self.length, self.size, self.seed, self.repeat = n_clips, length, size, seed, repeat
@@ -94,7 +98,7 @@ class TinyClips(torch.utils.data.Dataset):
         height, width = self.size
         frames = rng.uniform(0, 0.3, size=(self.length, 3, height, width)).astype(np.float32)
         labels = np.zeros((self.length, height, width), dtype=np.uint8)
-        for obj in (1, 2):
+        for obj in range(1, int(rng.integers(1, 3)) + 1):  # one or two objects
             colour = rng.uniform(0.4, 1.0, size=3)
             y, x = rng.integers(2, height - 10), rng.integers(2, width - 10)
             dy, dx = rng.integers(-1, 2, size=2)
