@@ -17,3 +17,12 @@ from dmmlib.errors import DMMInputError  # noqa: E402
 from dmmlib.profiles import active_profile, by_profile  # noqa: E402
 
 __all__ = ["DMMInputError", "active_profile", "by_profile", "__version__"]
+
+
+def __getattr__(name: str):
+    # dmmlib.track without importing torch at `import dmmlib` time
+    if name == "track":
+        from dmmlib.tracking import track
+
+        return track
+    raise AttributeError(f"module 'dmmlib' has no attribute {name!r}")

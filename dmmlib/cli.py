@@ -17,6 +17,8 @@ from dmmlib.errors import DMMInputError
 # name -> (module, one-line help). Add a line here to add a command.
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("dmmlib.info", "print versions, the active profile and the torch device"),
+    "track": ("dmmlib.tracking", "track objects through a video from a first-frame mask"),
+    "predict": ("dmmlib.tracking_predict", "run a whole DAVIS-layout split and write result PNGs"),
     "proposals": ("dmmlib.proposals", "train the proposal network, compute and cache proposals, measure recall"),
     "evaluate": ("dmmlib.evaluation", "score a DAVIS-layout results folder: J, F, recall, decay"),
     "data": ("dmmlib.data.cli", "generate the synthetic VOS benchmark (data synth)"),

@@ -1,0 +1,97 @@
+"""``python -m dmmlib predict``: track every sequence of a DAVIS-layout split and write result PNGs.
+
+Reads ``<davis-root>/ImageSets/2017/<split>.txt``, and for each sequence the frames
+``JPEGImages/<resolution>/<seq>/*.jpg`` and the first annotation
+``Annotations/<resolution>/<seq>/<first frame>.png``; writes
+``<out>/<seq>/<frame>.png`` label masks, the layout ``python -m dmmlib evaluate``
+scores (the first frame's result is the given annotation, void set to 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dmmlib.errors import DMMInputError
+from dmmlib.tracking import (
+    image_files,
+    load_model,
+    make_proposal_net,
+    refuse_existing_pngs,
+    track,
+    write_track,
+)
+
+
+def split_sequences(davis_root: Path, split: str) -> list[str]:
+    """The sequence names listed in ``ImageSets/2017/<split>.txt``, in file order."""
+    listing = davis_root / "ImageSets" / "2017" / f"{split}.txt"
+    if not listing.is_file():
+        raise DMMInputError(f"split file {listing} does not exist; expected a DAVIS 2017 layout under {davis_root}")
+    names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+    if not names:
+        raise DMMInputError(f"split file {listing} lists no sequences")
+    return names
+
+
+def plan_split(davis_root, split: str, out_dir, resolution: str = "480p", force: bool = False,
+               sequences: list[str] | None = None) -> list[tuple[str, Path, Path]]:
+    """Check every sequence's inputs and outputs before anything runs: [(seq, frames folder, first annotation)]."""
+    davis_root, out_dir = Path(davis_root), Path(out_dir)
+    names = split_sequences(davis_root, split) if sequences is None else list(sequences)
+    plan = []
+    for seq in names:
+        frames_dir = davis_root / "JPEGImages" / resolution / seq
+        if not frames_dir.is_dir():
+            raise DMMInputError(f"frames folder {frames_dir} of sequence {seq} does not exist")
+        first = image_files(frames_dir)[0]
+        annotation = davis_root / "Annotations" / resolution / seq / f"{first.stem}.png"
+        if not annotation.is_file():
+            raise DMMInputError(f"first-frame annotation {annotation} of sequence {seq} does not exist")
+        refuse_existing_pngs(out_dir / seq, force)
+        plan.append((seq, frames_dir, annotation))
+    return plan
+
+
+def predict_split(davis_root, split: str, out_dir, model, proposals_cache=None, proposal_net=None,
+                  resolution: str = "480p", device: str = "auto", force: bool = False,
+                  sequences: list[str] | None = None, progress: bool = True) -> list[str]:
+    """Track each sequence of ``split`` into ``out_dir/<seq>/``; returns the sequences written."""
+    from tqdm.auto import tqdm
+
+    plan = plan_split(davis_root, split, out_dir, resolution, force, sequences)
+    for seq, frames_dir, annotation in tqdm(plan, desc=f"predict {split}", unit="video", disable=not progress):
+        labels = track(frames_dir, annotation, model=model, proposals=proposals_cache, proposal_net=proposal_net,
+                       device=device, progress=False, sequence=seq)
+        write_track(labels, Path(out_dir) / seq, [p.stem for p in image_files(frames_dir)])
+    return [seq for seq, _, _ in plan]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--davis-root", required=True, help="root of a DAVIS 2017 layout (e.g. the synthetic benchmark)")
+    parser.add_argument("--split", default="val", help="ImageSets/2017/<split>.txt (default: val)")
+    parser.add_argument("--out", required=True, help="results folder: <out>/<seq>/<frame>.png")
+    parser.add_argument("--resolution", default="480p", help="subfolder of JPEGImages/ and Annotations/ (default 480p)")
+    parser.add_argument("--checkpoint", help="DMMNet checkpoint (default: an untrained model)")
+    parser.add_argument("--proposals-cache", help="folder of cached proposals (ProposalCache: <dir>/<seq>/<frame>.pt)")
+    parser.add_argument("--proposal-checkpoint", help="ProposalNet weights, for frames not in the cache")
+    parser.add_argument("--sequences", nargs="+", help="only these sequences of the split")
+    parser.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, ...")
+    parser.add_argument("--force", action="store_true", help="overwrite result PNGs that already exist")
+
+
+def main(args: argparse.Namespace) -> int:
+    plan_split(args.davis_root, args.split, args.out, args.resolution, args.force, args.sequences)  # fail fast
+    from dmmlib.proposals import ProposalCache
+
+    cache = None
+    if args.proposals_cache:
+        cache = ProposalCache(args.proposals_cache)
+        if not cache.root.is_dir():
+            raise DMMInputError(f"--proposals-cache {cache.root} is not a folder")
+    model = load_model(args.checkpoint)
+    proposal_net = make_proposal_net(args.proposal_checkpoint, needed=cache is None)
+    written = predict_split(args.davis_root, args.split, args.out, model, cache, proposal_net,
+                            args.resolution, args.device, args.force, args.sequences)
+    print(f"wrote results for {len(written)} sequences to {args.out}")
+    return 0

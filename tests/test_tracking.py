@@ -1,0 +1,153 @@
+"""dmmlib.track and the track / predict commands on tiny fixtures."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import dmmlib
+from dmmlib.errors import DMMInputError
+from dmmlib.maskio import read_label_png, write_label_png
+from dmmlib.model import DMMNet, default_config, save_checkpoint
+from dmmlib.proposals import ProposalCache, proposals_from_labels
+from dmmlib.tracking import track
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_model import rectangles_video  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def oracle_model():
+    """IoU-driven, no refinement: tracks oracle proposals exactly (see test_model)."""
+    return DMMNet(default_config("smoke", lam=0.99, refine=False, no_proposal_cost=-0.6))
+
+
+def oracle_list(labels):
+    return [proposals_from_labels(lab, n_noise=3, rng=np.random.default_rng(t)) for t, lab in enumerate(labels)]
+
+
+def write_sequence(folder: Path, frames, labels=None, cache: ProposalCache | None = None, seq: str = "seq"):
+    folder.mkdir(parents=True, exist_ok=True)
+    for t, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"{t:05d}.png")  # lossless: the fixture stays exact
+        if cache is not None:
+            cache.put(seq, t, proposals_from_labels(labels[t], n_noise=3, rng=np.random.default_rng(t)))
+
+
+def test_track_streams_and_matches_ground_truth():
+    frames, labels = rectangles_video(T=6, absent=(2, 3))
+    pulled = []
+
+    def generator():
+        for t, frame in enumerate(frames):
+            pulled.append(t)
+            yield frame
+
+    outputs = dmmlib.track(generator(), labels[0], model=oracle_model(), proposals=oracle_list(labels), progress=False)
+    for t, output in enumerate(outputs):
+        # streamed: frame t + 1 is read only once output t is asked for (two frames are read up front)
+        assert len(pulled) <= max(t + 2, 2)
+        assert output.dtype == np.uint8 and output.shape == labels[t].shape
+        np.testing.assert_array_equal(output, labels[t])
+    assert t == 5
+
+
+def test_track_reads_a_folder_and_a_video(tmp_path):
+    frames, labels = rectangles_video(T=3)
+    write_sequence(tmp_path / "frames", frames)
+    out = list(track(tmp_path / "frames", labels[0], model=oracle_model(), proposals=oracle_list(labels), progress=False))
+    assert len(out) == 3 and np.array_equal(out[2], labels[2])
+    import cv2
+
+    writer = cv2.VideoWriter(str(tmp_path / "v.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
+    for frame in frames:
+        writer.write(np.ascontiguousarray(frame[:, :, ::-1]))
+    writer.release()
+    out = list(track(tmp_path / "v.avi", labels[0], model=oracle_model(), proposals=oracle_list(labels), progress=False))
+    assert len(out) == 3 and np.array_equal(out[1], labels[1])  # the proposals decide the masks
+
+
+def test_bad_inputs_are_clear_errors(tmp_path):
+    frames, labels = rectangles_video(T=3)
+    model, proposals = oracle_model(), oracle_list(labels)
+    with pytest.raises(DMMInputError, match=r"first_frame_masks has size 24x64 but the first frame is 48x64"):
+        track(frames, labels[0][:24], model=model, proposals=proposals)
+    with pytest.raises(DMMInputError, match="holds no object"):
+        track(frames, np.zeros_like(labels[0]), model=model, proposals=proposals)
+    with pytest.raises(DMMInputError, match="single frame; tracking needs at least two"):
+        track(frames[:1], labels[0], model=model, proposals=proposals)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no frames here")
+    with pytest.raises(DMMInputError, match="holds no images"):
+        track(tmp_path / "empty", labels[0], model=model, proposals=proposals)
+    with pytest.raises(DMMInputError, match="does not exist"):
+        track(tmp_path / "missing", labels[0], model=model, proposals=proposals)
+    with pytest.raises(DMMInputError, match="frame 2 is 24x64"):
+        list(track(frames[:2] + [frames[2][:24]], labels[0], model=model, proposals=proposals, progress=False))
+
+
+def run_cli(*args):
+    env = dict(os.environ, DMM_PROFILE="smoke", OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "dmmlib", *map(str, args)], capture_output=True, text=True, env=env, cwd=ROOT)
+
+
+def test_track_command(tmp_path):
+    frames, labels = rectangles_video(T=4, absent=(2,))
+    cache = ProposalCache(tmp_path / "cache")
+    write_sequence(tmp_path / "seq", frames, labels, cache)
+    write_label_png(tmp_path / "first.png", labels[0])
+    save_checkpoint(tmp_path / "model.pt", oracle_model())
+    common = ["track", "--frames", tmp_path / "seq", "--mask", tmp_path / "first.png", "--out", tmp_path / "out",
+              "--checkpoint", tmp_path / "model.pt", "--proposals-cache", tmp_path / "cache", "--device", "cpu"]
+    done = run_cli(*common)
+    assert done.returncode == 0, done.stderr
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["00000.png", "00001.png", "00002.png", "00003.png"]
+    for t in range(4):
+        np.testing.assert_array_equal(read_label_png(tmp_path / "out" / f"{t:05d}.png"), labels[t])
+    again = run_cli(*common)
+    assert again.returncode == 2 and "refusing to overwrite" in again.stderr and "Traceback" not in again.stderr
+    assert run_cli(*common, "--force").returncode == 0
+    (tmp_path / "corrupt.pt").write_bytes(b"\x00" * 100)
+    bad = run_cli(*common[:-6], "--checkpoint", tmp_path / "corrupt.pt", "--out", tmp_path / "out2", "--device", "cpu")
+    assert bad.returncode == 2 and "corrupt.pt is not a readable torch file" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_predict_command(tmp_path):
+    root = tmp_path / "davis"
+    cache = ProposalCache(tmp_path / "cache")
+    for seq, absent in (("alpha", ()), ("beta", (1,))):
+        frames, labels = rectangles_video(T=3, absent=absent)
+        write_sequence(root / "JPEGImages" / "480p" / seq, frames, labels, cache, seq)
+        for t, lab in enumerate(labels):
+            write_label_png(root / "Annotations" / "480p" / seq / f"{t:05d}.png", lab)
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("alpha\nbeta\n")
+    save_checkpoint(tmp_path / "model.pt", oracle_model())
+    args = ["predict", "--davis-root", root, "--split", "val", "--out", tmp_path / "results",
+            "--checkpoint", tmp_path / "model.pt", "--proposals-cache", tmp_path / "cache", "--device", "cpu"]
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr
+    for seq in ("alpha", "beta"):
+        for t in range(3):
+            truth = read_label_png(root / "Annotations" / "480p" / seq / f"{t:05d}.png")
+            np.testing.assert_array_equal(read_label_png(tmp_path / "results" / seq / f"{t:05d}.png"), truth)
+    again = run_cli(*args)
+    assert again.returncode == 2 and "refusing to overwrite" in again.stderr and "Traceback" not in again.stderr
+    missing = run_cli("predict", "--davis-root", tmp_path / "nowhere", "--out", tmp_path / "r2")
+    assert missing.returncode == 2 and "ImageSets" in missing.stderr and "Traceback" not in missing.stderr
