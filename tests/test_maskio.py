@@ -43,3 +43,15 @@ def test_write_rejects_bad_labels(tmp_path):
     with pytest.raises(DMMInputError, match="0..255"):
         write_label_png(tmp_path / "x.png", np.full((2, 2), 300))
     assert not (tmp_path / "x.png").exists()
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from dmmlib.fileio import atomic_write_text
+
+    atomic_write_text(tmp_path / "a.txt", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(tmp_path / "a.txt").st_mode) == 0o666 & ~umask
