@@ -28,7 +28,9 @@ Runs are deterministic for a seed and resumable bit for bit (on CPU): every
 ``checkpoint_every`` steps the model, the optimiser, the step, the sampler position,
 the python/numpy/torch RNG states and the config are written atomically to
 ``RUN/checkpoints/step_XXXXXXX.pt``; ``resume=True`` continues from the newest one.
-Losses and metrics go to ``RUN/train_log.jsonl``, one JSON object per step.
+Losses and metrics go to ``RUN/train_log.jsonl``, one JSON object per step; the
+final DMMNet also goes to ``RUN/model.pt`` (:func:`dmmlib.model.save_checkpoint`
+format, for ``python -m dmmlib predict --checkpoint RUN/model.pt``).
 
 Multi-GPU: start the same command with ``torchrun --nproc_per_node=N -m dmmlib train ...``;
 see :mod:`dmmlib.distributed` (each process trains ``batch_size // N`` clips per step,
@@ -722,9 +724,20 @@ def _train(cfg, run_dir, world, device, checkpoint, force, data_root, model, dat
     bar.close()
     if checkpoint is None or step > int(checkpoint["step"]):
         save(final=True)
+        if world.is_main and _is_dmmnet(model):
+            # the model alone, in dmmlib.model's format, for `predict --checkpoint RUN/model.pt`
+            from dmmlib.model import save_checkpoint
+
+            save_checkpoint(run_dir / "model.pt", model, extra={"step": step}, overwrite=True)
     model.eval()
     return TrainResult(model=model, run_dir=run_dir, step=step, log=read_log(run_dir) if world.is_main else [],
                        config=cfg)
+
+
+def _is_dmmnet(model: nn.Module) -> bool:
+    from dmmlib.model import DMMNet
+
+    return isinstance(model, DMMNet)
 
 
 def _config_yaml(cfg: TrainConfig) -> str:
@@ -757,3 +770,73 @@ def main(args: argparse.Namespace) -> int:
         last = result.log[-1] if result.log else {}
         print(f"trained {result.step} steps; last loss {last.get('loss', float('nan')):.4f}; run folder {result.run_dir}")
     return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation helper for the chapters
+# ----------------------------------------------------------------------------------------------
+
+
+def evaluate_model(model: nn.Module, data_root: str | os.PathLike, split: str = "val",
+                   proposals_source: str = "oracle-noisy", matcher: str | None = None, *, proposal_noise: int = 8,
+                   proposal_jitter: float = 0.1, seed: int = 0, device: str = "auto", progress: bool = False) -> dict:
+    """Track every sequence of a DAVIS-layout ``split`` and score it with the official DAVIS protocol.
+
+    ``proposals_source``: ``"oracle-noisy"`` (proposals built from each frame's ground
+    truth, jittered, plus ``proposal_noise`` distractors: measures matching and
+    refinement given a decent proposal set), or the folder of a
+    :class:`dmmlib.proposals.ProposalCache` (any other string or path).
+    ``matcher``: run with another matcher ("dmm", "hungarian", "greedy") on a copy of
+    the model. Results are written as PNGs into a temporary folder and scored by
+    :func:`dmmlib.evaluation.evaluate_davis`.
+
+    Returns ``{"J_M", "F_M", "JF_M", "J_per_object"}`` (J_M, F_M: means over all objects, as DAVIS).
+    """
+    import tempfile
+
+    from dmmlib import proposals as props
+    from dmmlib.data import DavisDataset
+    from dmmlib.evaluation import evaluate_davis
+    from dmmlib.tracking import image_files, track, write_track
+
+    data_root = Path(data_root)
+    dataset = DavisDataset(data_root, split)
+    if matcher is not None:
+        model = copy.deepcopy(model)
+        model.config = dataclasses.replace(model.config, matcher=matcher)  # validated by ModelConfig
+    cache = None if proposals_source == "oracle-noisy" else props.ProposalCache(proposals_source)
+    with tempfile.TemporaryDirectory(prefix="dmm-eval-") as results:
+        for number, name in enumerate(dataset.names):
+            sequence = dataset.sequence(name)
+            frames_dir = data_root / "JPEGImages" / dataset.resolution / name
+            first_mask = sequence.labels(0)
+            if cache is not None:
+                source = props_cache_source(cache, name)
+            else:
+                def source(index, frame, sequence=sequence, number=number):
+                    del frame
+                    rng = np.random.default_rng([seed, number, index])
+                    return props.proposals_from_labels(sequence.labels(index), n_noise=proposal_noise,
+                                                       jitter=proposal_jitter, rng=rng)
+            labels = track(frames_dir, first_mask, model=model, proposals=source, device=device, progress=False,
+                           sequence=name)
+            write_track(labels, Path(results) / name, [p.stem for p in image_files(frames_dir)])
+        scores = evaluate_davis(data_root, results, split, progress=progress, workers=1)
+    table = scores.global_scores
+    return {
+        "J_M": table["J-Mean"],
+        "F_M": table["F-Mean"],
+        "JF_M": table["J&F-Mean"],
+        "J_per_object": {name: j for name, j, _ in scores.per_sequence_rows()},
+    }
+
+
+def props_cache_source(cache, name: str):
+    """``(index, frame) -> FrameProposals`` read from ``cache`` for sequence ``name``."""
+    def from_cache(index, frame):
+        del frame
+        found = cache.get(name, index)
+        if found is None:
+            raise DMMInputError(f"proposal cache {cache.root} has no proposals for {name} frame {index}")
+        return found
+    return from_cache

@@ -312,3 +312,68 @@ def test_cli_reports_a_bad_config_as_an_error(tmp_path):
                          capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 2, run.stderr
     assert "error:" in run.stderr and "batch_sise" in run.stderr and "bad.yaml" in run.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# The real model, online learning, evaluation
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smoke_benchmark(tmp_path_factory):
+    from dmmlib.data import ensure_synthetic
+
+    return ensure_synthetic(root=tmp_path_factory.mktemp("synthetic") / "smoke", profile="smoke", progress=False)
+
+
+def test_dmmnet_trains_on_the_smoke_benchmark(tmp_path, smoke_benchmark):
+    from dmmlib.model import load_checkpoint
+
+    cfg = training.profile_config("smoke", ["max_steps=3", "checkpoint_every=2"])
+    result = training.train(cfg, tmp_path / "run", data_root=smoke_benchmark, progress=False)
+    assert [r["step"] for r in result.log] == [1, 2, 3]
+    assert all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in result.log)
+    state = training.load_training_checkpoint(training.checkpoint_paths(tmp_path / "run")[-1])
+    assert state["step"] == 3
+    reloaded = load_checkpoint(tmp_path / "run" / "model.pt")  # what `predict --checkpoint` reads
+    for (name, a), b in zip(result.model.state_dict().items(), reloaded.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_online_finetune_trains_a_copy_on_the_first_frame():
+    from dmmlib import online
+
+    clips = TinyClips(n_clips=1, length=1, size=(24, 32))[0]
+    frame, mask = clips["frames"][0], clips["labels"][0].numpy().astype(np.uint8)
+    torch.manual_seed(0)
+    model = TinyTracker(dropout=0.0)
+    before = [p.detach().clone() for p in model.parameters()]
+
+    def held_out_loss(m):
+        frames, labels = online.first_frame_clips(frame, mask, length=3, count=4, seed=999)
+        cfg = training.TrainConfig(max_objects=2)
+        keys = [(0, b) for b in range(4)]
+        props = training.clip_proposals(frames, labels, [{}] * 4, keys, training.make_proposal_source(cfg), 0)
+        with torch.no_grad():
+            return float(training.UnrolledClip(m, cfg)(frames, labels, props)[0])
+
+    tuned = online.online_finetune(model, frame, mask, steps=25, lr=1e-2, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the original is untouched
+    assert held_out_loss(tuned) < 0.8 * held_out_loss(model)
+    with pytest.raises(DMMInputError, match="no object"):
+        online.online_finetune(model, frame, np.zeros_like(mask), steps=1)
+
+
+def test_evaluate_model_scores_oracle_tracking_high(smoke_benchmark):
+    from dmmlib.model import DMMNet, ModelConfig
+
+    # no refinement, IoU-only cost, exact proposals: the matched ground truth is the output
+    model = DMMNet(ModelConfig(refine=False, lam=1.0, matcher="dmm"))
+    exact = training.evaluate_model(model, smoke_benchmark, "val", matcher="hungarian", proposal_noise=0,
+                                    proposal_jitter=0.0)
+    assert model.config.matcher == "dmm"  # the matcher override worked on a copy
+    perfect = [j for j in exact["J_per_object"].values() if j > 0.99]
+    assert exact["J_M"] > 0.6 and len(perfect) >= len(exact["J_per_object"]) / 2, exact
+    noisy = training.evaluate_model(model, smoke_benchmark, "val", matcher="hungarian", proposal_noise=4,
+                                    proposal_jitter=0.2)
+    assert 0 <= noisy["J_M"] < exact["J_M"] and 0 <= noisy["F_M"] <= 1
