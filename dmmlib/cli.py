@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "proposals": ("dmmlib.proposals", "train the proposal network, compute and cache proposals, measure recall"),
     "evaluate": ("dmmlib.evaluation", "score a DAVIS-layout results folder: J, F, recall, decay"),
     "data": ("dmmlib.data.cli", "generate the synthetic VOS benchmark (data synth)"),
+    "train": ("dmmlib.training", "train DMM-Net end to end through the matching layer"),
 }
 
 
