@@ -8,14 +8,13 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.dmmlib-installed
 ASSETS  := book/_static/vendor/.stamp
-BROWSER := $(VENV)/.chromium-installed
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROFILE ?= cpu
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: book test setup assets browser clean-book
+.PHONY: book test setup assets browser clean-book check-profile
 
 setup: $(STAMP) $(ASSETS)
 
@@ -30,19 +29,35 @@ $(STAMP): pyproject.toml
 # (MathJax, require.js, the Jupyter widgets embed manager), so it reads offline.
 $(ASSETS): tools/offline_assets/package.json tools/offline_assets/package-lock.json tools/offline_assets/vendor.py
 	$(MAKE) --no-print-directory $(STAMP)
-	cd tools/offline_assets && npm ci --silent --no-audit --no-fund
+	cd tools/offline_assets && npm ci --silent --no-audit --no-fund --ignore-scripts
 	$(PY) tools/offline_assets/vendor.py
 	@touch $@
 
-# Debian's Chromium for the headless-browser test of the rendered book.
-$(BROWSER):
-	@command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null)
-	@touch $@
+assets: $(ASSETS)
 
-book: setup
+# Debian's Chromium (/usr/bin/chromium) for the headless-browser test of the rendered book
+# (tests/test_book_offline.py). Checked on every run, so a removed browser is reinstalled.
+browser:
+	@test "$$DMM_SKIP_BROWSER" = 1 || test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" != 0 ] && ! command -v sudo >/dev/null; then \
+	    echo "error: /usr/bin/chromium is missing and there is no sudo to install it; run 'apt-get install chromium' as root (or set DMM_SKIP_BROWSER=1 to skip the browser test)" >&2; exit 1; fi; \
+	  echo "installing Debian's chromium for the headless-browser test"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+	@test "$$DMM_SKIP_BROWSER" = 1 || test -x /usr/bin/chromium || { echo "error: apt-get did not install /usr/bin/chromium" >&2; exit 1; }
+
+check-profile:
+	@case "$(PROFILE)" in smoke|cpu|gpu) ;; *) echo "error: PROFILE=$(PROFILE); expected smoke, cpu or gpu" >&2; exit 2;; esac
+
+# The execution cache keys on notebook source, not on DMM_PROFILE: outputs of one profile must
+# not be served for another, so a build in a different profile than the last one starts afresh.
+book: check-profile setup
+	@if [ -f _build/.profile ] && [ "$$(cat _build/.profile)" != "$(PROFILE)" ]; then \
+	  echo "_build holds a $$(cat _build/.profile)-profile build; starting afresh for PROFILE=$(PROFILE)"; rm -rf _build; fi
+	@mkdir -p _build && echo "$(PROFILE)" > _build/.profile
 	DMM_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going
+	@echo "book: _build/html/index.html ($(PROFILE) profile)"
 
-test: setup $(BROWSER)
+test: setup browser
 	DMM_PROFILE=smoke $(PY) -m pytest tests book --nbval-lax -p no:cacheprovider
 
 clean-book:
