@@ -241,8 +241,9 @@ def evaluate_davis(
                 per_sequence.append(evaluate_sequence(job))
                 bar.update()
         else:
-            # forkserver: safe even when the caller (a notebook) runs threads, e.g. torch's.
-            method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+            # fork (Linux) needs no `if __name__ == "__main__"` guard in the caller's script;
+            # the children use only numpy, Pillow and single-threaded OpenCV, never torch.
+            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
             with multiprocessing.get_context(method).Pool(workers, initializer=_init_worker) as pool:
                 for objects in pool.imap(evaluate_sequence, jobs, chunksize=1):
                     per_sequence.append(objects)

@@ -48,8 +48,19 @@ def _as_masks(gt, pred, void=None) -> tuple[np.ndarray, np.ndarray, np.ndarray |
         void = np.asarray(void)
         if void.shape != gt.shape:
             raise DMMInputError(f"void has shape {void.shape} but gt has shape {gt.shape}; they must be equal")
-        void = void.astype(bool)
-    return gt.astype(bool), pred.astype(bool), void
+        void = void.astype(bool, copy=False)
+    return gt.astype(bool, copy=False), pred.astype(bool, copy=False), void
+
+
+def _count_per_frame(mask: np.ndarray) -> np.ndarray:
+    """Foreground pixels per frame of ``[.., H, W]`` bool -> int64 ``[..]``.
+
+    ``count_nonzero`` of a whole contiguous frame is far faster than a sum over
+    axes (which first widens every bool), so loop over the (few) frames.
+    """
+    flat = mask.reshape(-1, mask.shape[-2] * mask.shape[-1])
+    counts = np.fromiter((np.count_nonzero(frame) for frame in flat), dtype=np.int64, count=flat.shape[0])
+    return counts.reshape(mask.shape[:-2])
 
 
 # ----------------------------------------------------------------------------- J
@@ -68,8 +79,8 @@ def jaccard(gt, pred, void=None):
     if void is not None:
         inter &= ~void
         union &= ~void
-    inter_count = np.count_nonzero(inter, axis=(-2, -1))
-    union_count = np.count_nonzero(union, axis=(-2, -1))
+    inter_count = _count_per_frame(inter)
+    union_count = _count_per_frame(union)
     with np.errstate(invalid="ignore", divide="ignore"):
         j = inter_count / union_count.astype(np.float64)
     j = np.where(union_count == 0, 1.0, j)
