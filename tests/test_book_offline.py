@@ -33,7 +33,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
+# Debian's browser; DMM_CHROMIUM names another Chromium binary (e.g. /usr/bin/chromium-browser).
+CHROMIUM = Path(os.environ.get("DMM_CHROMIUM", "/usr/bin/chromium"))
 CHAPTER = "book/00_how_to_use"
 WIDGET_PAGE = "book/widget_fixture"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
@@ -218,7 +219,9 @@ def server(built_book):
     httpd.server_close()
 
 
-def _require_chromium():
+@pytest.fixture(scope="module")
+def chromium():
+    """Checked before the (slow) book build, so a missing browser fails at once."""
     if os.environ.get("DMM_SKIP_BROWSER") == "1":
         pytest.skip("DMM_SKIP_BROWSER=1: headless-browser check skipped on request")
     if not CHROMIUM.is_file():
@@ -228,6 +231,7 @@ def _require_chromium():
         import playwright.sync_api  # noqa: F401
     except ImportError:
         pytest.fail("the python package playwright is missing: pip install -e '.[test]'")
+    return CHROMIUM
 
 
 # pydata-sphinx-theme logs this with console.error on a first visit (no stored light/dark choice).
@@ -251,8 +255,7 @@ CLEAN_TEXT_JS = """() => {
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_book_reads_offline_in_headless_chromium(server, tmp_path):
-    _require_chromium()
+def test_book_reads_offline_in_headless_chromium(chromium, server, tmp_path):
     from playwright.sync_api import sync_playwright
 
     blocked, failed, bad_status, console_errors = [], [], [], []
@@ -268,7 +271,7 @@ def test_book_reads_offline_in_headless_chromium(server, tmp_path):
 
     with sync_playwright() as p:
         browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
+            executable_path=str(chromium),
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"],
         )
