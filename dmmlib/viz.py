@@ -336,17 +336,15 @@ def live_or_static(
         return static_slider([render(value) for value in values], labels=labels, title=title)
 
     import ipywidgets
-    from IPython.display import display
+    from IPython.display import Image, display
 
     def show(choice):
         frame = render(choice)
+        display(Image(data=_png_bytes(frame, values.index(choice), dpi=100), format="png"))
         if hasattr(frame, "savefig"):
             import matplotlib.pyplot as plt
 
-            display(frame)
             plt.close(frame)
-        else:
-            display(static_slider([frame], labels=[labels[values.index(choice)]]))
 
     slider = ipywidgets.SelectionSlider(
         options=list(zip(labels, values)), value=values[0], description=name,
