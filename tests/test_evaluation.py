@@ -228,3 +228,43 @@ def test_error_from_a_worker_process_is_a_clear_error(davis):
     (results / "beta" / "00001.png").unlink()
     with pytest.raises(DMMInputError, match="beta/00001.png"):
         evaluate_davis(root, results, progress=False, workers=2)
+
+
+def test_layout_errors_name_the_folder(davis):
+    root, results = davis
+    (results / "beta" / "00001.png").rename(results / "beta-moved")
+    (results / "beta" / "00002.png").unlink()
+    (results / "beta").rmdir()
+    with pytest.raises(DMMInputError, match="results folder .*beta"):
+        evaluate_davis(root, results, progress=False, workers=1)
+    (root / "Annotations" / "480p" / "alpha" / "00004.png").unlink()
+    with pytest.raises(DMMInputError, match="4 annotation PNGs .* 5 frames"):
+        evaluate_davis(root, results, progress=False, workers=1)
+    for jpg in (root / "JPEGImages" / "480p" / "alpha").glob("*.jpg"):
+        jpg.unlink()
+    with pytest.raises(DMMInputError, match="no JPEG frames in .*alpha"):
+        evaluate_davis(root, results, progress=False, workers=1)
+
+
+def test_too_short_sequences_and_mixed_sizes_are_errors(tmp_path):
+    root, results = tmp_path / "D", tmp_path / "R"
+    gt = labels_from(rect(2, 6, 2, 8))
+    write_sequence(root, results, "short", [gt, gt], {})
+    (results / "short").mkdir(parents=True)
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("short\n")
+    with pytest.raises(DMMInputError, match="at least 3"):
+        evaluate_davis(root, results, progress=False, workers=1)
+    write_sequence(root, results, "mixed", [gt, np.zeros((H, W + 2), np.uint8), gt], {1: gt})
+    (root / "ImageSets" / "2017" / "val.txt").write_text("mixed\n")
+    with pytest.raises(DMMInputError, match="mixed/00001.png is 20x32"):
+        evaluate_davis(root, results, progress=False, workers=1)
+
+
+def test_sequence_without_objects_contributes_nothing(davis):
+    root, results = davis
+    empty = np.zeros((H, W), np.uint8)
+    write_sequence(root, results, "gamma", [empty] * 3, {1: empty})
+    (root / "ImageSets" / "2017" / "val.txt").write_text("alpha\nbeta\ngamma\n")
+    with_gamma = evaluate_davis(root, results, progress=False, workers=1)
+    assert [o.sequence for o in with_gamma.objects] == ["alpha", "alpha", "beta"]
