@@ -71,7 +71,8 @@ def jaccard(gt, pred, void=None):
 
     ``gt``, ``pred``, ``void``: ``[H, W]`` or ``[T, H, W]``. Returns a float for one
     mask and a float64 array ``[T]`` for a stack. An empty union (both masks empty
-    outside the void) scores 1, as in the official code. J is symmetric.
+    outside the void) scores 1, as in the official code, whose ``np.isclose(union, 0)``
+    is exactly ``union == 0`` for pixel counts. J is symmetric.
     """
     gt, pred, void = _as_masks(gt, pred, void)
     inter = gt & pred
