@@ -269,8 +269,13 @@ class DMMNet(nn.Module):
         column = torch.arange(total, device=device)[None, :]
         real = column < m_real[:, None]
         no_proposal = ~real & (column < (m_real + n_dummy)[:, None])
-        padded = [torch.cat([p, p.new_zeros(total - len(p), height, width)]) for p in pasted]
-        return torch.stack(padded), torch.cat(rois), counts, real, no_proposal, real | no_proposal
+        if all(len(p) == total for p in pasted):
+            stacked = torch.stack(pasted)
+        else:  # a fresh tensor filled slice by slice: one copy of each frame's masks, not two
+            stacked = pasted[0].new_zeros(len(pasted), total, height, width)
+            for b, p in enumerate(pasted):
+                stacked[b, : len(p)] = p
+        return stacked, torch.cat(rois), counts, real, no_proposal, real | no_proposal
 
     def _match(self, cost: torch.Tensor, template_valid: torch.Tensor, valid: torch.Tensor):
         """X^ and X~ [B, n, m] from the cost with the configured matcher."""
@@ -310,7 +315,10 @@ class DMMNet(nn.Module):
             proposal_masks, rois, counts, real, no_proposal, valid = self._gather_proposals(
                 proposals, n_valid, height, width, frames.device
             )
-            pooled = self.features.pool(feature_maps, rois, torch.cat([proposal_masks[i, :c] for i, c in enumerate(counts)]))
+            masks_of_rois = None
+            if cfg.pooling == "mask":
+                masks_of_rois = torch.cat([proposal_masks[i, :c] for i, c in enumerate(counts)])
+            pooled = self.features.pool(feature_maps, rois, masks_of_rois)
             per_video = pooled.split(counts)
             total = proposal_masks.shape[1]
             proposal_features = torch.stack([torch.cat([f, f.new_zeros(total - len(f), f.shape[1])]) for f in per_video])
