@@ -19,6 +19,7 @@ one batch hold problems of different sizes: padded rows/columns get exactly 0.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,7 +110,7 @@ def _prepare_problem(cost, template_mask, proposal_mask, no_proposal_cost) -> _P
                 f"which is impossible when n > m; pass no_proposal_cost=<cost of leaving a template "
                 f"unmatched> to add 'no proposal' columns")
     else:
-        if isinstance(no_proposal_cost, bool) or not isinstance(no_proposal_cost, (int, float)) \
+        if isinstance(no_proposal_cost, bool) or not isinstance(no_proposal_cost, numbers.Real) \
                 or not math.isfinite(no_proposal_cost):
             raise DMMInputError(f"no_proposal_cost={no_proposal_cost!r}; expected a finite number")
         # n dummy columns: enough for every template to be unmatched at once
@@ -122,7 +123,7 @@ def _prepare_problem(cost, template_mask, proposal_mask, no_proposal_cost) -> _P
 
 
 def _check_positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
         raise DMMInputError(f"{name}={value!r}; expected a finite number > 0")
     return float(value)
 
@@ -239,8 +240,8 @@ def dmm_match(cost: Tensor, n_grad: int | None = None, n_proj: int | None = None
         n_grad, n_proj: outer (gradient) and inner (projection) iterations. Defaults: 40 and 5
             for ``variant="paper"`` (Sec. 4.1); 400 and 50 for ``variant="release"``.
         lr: the step size alpha (default 0.1, Sec. 4.1). Theorem 1 asks alpha < r0/||C||_F.
-        init: X^0 [like cost]. ``None`` means X^0 = 0 (the paper allows zeros or any point);
-            ``variant="release"`` ignores it and starts from its greedy one-hot matrix.
+        init: X^0 [like cost]. ``None`` means X^0 = 0 (the paper allows zeros or any point).
+            Not accepted by ``variant="release"``, which starts from its greedy one-hot matrix.
         template_mask, proposal_mask: bool [B, n] / [B, m] ([n] / [m] unbatched); False marks
             padding. Padded rows/columns never enter a sum and are exactly 0 in the output; the
             valid block equals the unpadded problem's result.
@@ -253,7 +254,8 @@ def dmm_match(cost: Tensor, n_grad: int | None = None, n_proj: int | None = None
             than ``tol``, the outer loop when Tr(C X^i T) changes by <= ``tol``. In a batch each
             problem stops on its own (its state is frozen) and the loops end when all have
             stopped, so the trace may be shorter than n_grad.
-        return_trace: also return a :class:`MatchTrace`.
+        return_trace: also return a :class:`MatchTrace` (computed on the problem actually solved,
+            "no proposal" columns included).
         checkpoint: recompute each outer iteration in backward (torch.utils.checkpoint), so the
             memory kept for backward grows with N_grad only, not N_grad * N_proj.
         no_proposal_cost: allow n > m: add n "no proposal" columns of this cost, so that a template
@@ -277,9 +279,12 @@ def dmm_match(cost: Tensor, n_grad: int | None = None, n_proj: int | None = None
     lr = _check_positive(lr, "lr")
     problem = _prepare_problem(cost, template_mask, proposal_mask, no_proposal_cost)
     if variant == "release":
-        tol = float(tol)
-        if not tol >= 0:
+        if init is not None:
+            raise DMMInputError("init is not used by variant='release', which starts from its greedy one-hot "
+                                "matrix (greedy_one_hot_start); pass init=None")
+        if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
             raise DMMInputError(f"tol={tol!r}; expected a number >= 0")
+        tol = float(tol)
         X_hat, trace = _release_match(problem, n_grad, n_proj, lr, tol, return_trace, checkpoint)
     else:
         X0 = _initial_point(problem, init)
@@ -424,7 +429,12 @@ def hungarian_match(cost: Tensor, template_mask: Tensor | None = None, proposal_
     cols_ok = np.ones((C.shape[0], C.shape[2]), bool) if layout.col_valid is None else \
         layout.col_valid.squeeze(-2).cpu().numpy() > 0
     X = np.zeros_like(C)
+    padded = layout.row_valid is not None or layout.col_valid is not None
     for b in range(C.shape[0]):
+        if not padded:
+            r, c = linear_sum_assignment(C[b])
+            X[b, r, c] = 1.0
+            continue
         rows, cols = np.flatnonzero(rows_ok[b]), np.flatnonzero(cols_ok[b])
         r, c = linear_sum_assignment(C[b][np.ix_(rows, cols)])
         X[b, rows[r], cols[c]] = 1.0

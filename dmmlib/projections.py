@@ -20,6 +20,7 @@ and come out exactly zero.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Callable
 
@@ -202,9 +203,9 @@ def _check_order(order) -> tuple[str, ...]:
 
 
 def _check_n_iter(n_iter, name: str = "n_iter") -> int:
-    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
+    if isinstance(n_iter, bool) or not isinstance(n_iter, numbers.Integral) or n_iter < 1:
         raise DMMInputError(f"{name}={n_iter!r}; expected an integer >= 1")
-    return n_iter
+    return int(n_iter)
 
 
 def dykstra_project(X: Tensor, n_iter: int, template_mask: Tensor | None = None,

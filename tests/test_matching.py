@@ -281,6 +281,39 @@ def test_release_start_is_the_greedy_one_hot_matrix():
     torch.testing.assert_close(greedy_one_hot_start(C[None])[0], expected, rtol=0, atol=0)
 
 
+def literal_release(C, n_grad, n_proj, lr, tol):
+    """The release's loop for one [n, m] problem, written plainly: full correction matrices
+    carried across outer iterations, a Python list of points to average, early stops."""
+    X = greedy_one_hot_start(C[None])[0]
+    corrections = [torch.zeros_like(C) for _ in range(3)]
+    points, objective = [X], (C * X).sum()
+    for _ in range(n_grad):
+        pre = Y = X - lr * C
+        for _ in range(n_proj):
+            before = Y
+            for k, project in enumerate((project_nonnegative, project_columns_sum_at_most_one,
+                                         project_rows_sum_to_one)):
+                corrected = Y + corrections[k]
+                Y = project(corrected)
+                corrections[k] = corrected - Y
+            if (Y - before).abs().max() <= tol:
+                break
+        X = Y
+        points += [pre, X]
+        new_objective = (C * X).sum()
+        if (new_objective - objective).abs() <= tol:
+            break
+        objective = new_objective
+    return torch.stack(points).mean(0)
+
+
+def test_release_variant_equals_a_plain_transcription():
+    C = rand(5, 3, 10, seed=27)
+    batched = dmm_match(C, variant="release", n_grad=80, n_proj=30, lr=0.2)
+    for b in range(len(C)):
+        torch.testing.assert_close(batched[b], literal_release(C[b], 80, 30, 0.2, 1e-6), rtol=0, atol=1e-10)
+
+
 def test_release_variant_defaults_stops_early_and_approximates_hungarian():
     C = rand(40, 5, 50, seed=11, dtype=torch.float32)
     X_hat, trace = dmm_match(C, variant="release", return_trace=True)
@@ -387,6 +420,8 @@ def test_bad_arguments_are_clear_errors():
         (dict(proposal_mask=torch.ones(2, 5)), "proposal_mask must have dtype torch.bool"),
         (dict(init=torch.zeros(3, 5)), r"init has shape \[3, 5\]; expected \[2, 3, 5\]"),
         (dict(no_proposal_cost=float("nan")), "no_proposal_cost=nan"),
+        (dict(variant="release", init=torch.zeros(2, 3, 5)), "init is not used by variant='release'"),
+        (dict(variant="release", tol=-1.0), "tol=-1.0"),
     ]
     for kwargs, message in cases:
         with pytest.raises(DMMInputError, match=message):

@@ -1,0 +1,166 @@
+"""How fast is the matching layer (Alg. 1), batched, against one matrix per call and Hungarian?
+
+    python benchmarks/matching.py [--quick] [--device auto] [--batch 256] [--repeats 3]
+
+Part 1 times the same B uniform-random 5 x 50 cost matrices (5 templates, 50 proposals, the
+paper's top-50) solved three ways, side by side in one run:
+
+* ``dmm_match`` on the whole batch [B, 5, 50] in one call;
+* ``dmm_match`` called once per [5, 50] matrix with the same iteration counts (what the
+  authors' release does: one matrix per call);
+* scipy's Hungarian method, one ``linear_sum_assignment`` per matrix.
+
+Forward alone and forward + backward are both timed (best of ``--repeats``) and printed as
+ratios to the batched layer.
+
+Part 2 grows N_grad * N_proj and measures forward + backward time and the memory kept for
+backward, with and without ``checkpoint=True``. On a GPU that memory is the peak of
+``torch.cuda.max_memory_allocated`` above the inputs; on a CPU (where no allocator tracks
+peaks) it is the bytes of the distinct tensors autograd saves for backward, counted with
+``torch.autograd.graph.saved_tensors_hooks``.
+
+``--quick`` uses B = 64 and smaller sizes so the whole run takes seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+from dmmlib.info import pick_device
+from dmmlib.matching import dmm_match, hungarian_match
+
+N_TEMPLATES, N_PROPOSALS = 5, 50
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def best_time(fn, device: torch.device, repeats: int) -> float:
+    """Seconds of the fastest of ``repeats`` runs (the least disturbed by other processes)."""
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def forward_backward(cost: torch.Tensor, **kwargs) -> None:
+    """One training-style step through the layer: a scalar of X^ back-propagated to the cost."""
+    cost = cost.detach().requires_grad_()
+    dmm_match(cost, **kwargs).square().sum().backward()
+
+
+def compare_batched_and_looped(costs: torch.Tensor, device: torch.device, repeats: int) -> list[tuple[str, float]]:
+    """Part 1: [(method, seconds for the whole batch)]."""
+    n_grad, n_proj = 40, 5
+    rows = [
+        ("dmm_match, batched, forward", lambda: dmm_match(costs, n_grad=n_grad, n_proj=n_proj)),
+        ("dmm_match, one matrix per call, forward",
+         lambda: [dmm_match(c, n_grad=n_grad, n_proj=n_proj) for c in costs]),
+        ("dmm_match, batched, forward+backward", lambda: forward_backward(costs, n_grad=n_grad, n_proj=n_proj)),
+        ("dmm_match, one matrix per call, forward+backward",
+         lambda: [forward_backward(c, n_grad=n_grad, n_proj=n_proj) for c in costs]),
+        ("Hungarian (scipy), one matrix per call", lambda: hungarian_match(costs)),
+    ]
+    with torch.no_grad():
+        dmm_match(costs[:2])  # warm-up: first-call overheads are not the layer's cost
+    results = []
+    for name, fn in rows:
+        if "backward" in name:
+            results.append((name, best_time(fn, device, repeats)))
+        else:
+            with torch.no_grad():
+                results.append((name, best_time(fn, device, repeats)))
+    return results
+
+
+def memory_kept_for_backward(cost: torch.Tensor, device: torch.device, **kwargs) -> int:
+    """Bytes held for backward by one dmm_match call (see the module docstring)."""
+    cost = cost.detach().requires_grad_()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        X_hat = dmm_match(cost, **kwargs)
+        peak = torch.cuda.max_memory_allocated(device) - before
+        X_hat.sum().backward()
+        return peak
+    seen: dict[tuple[int, int], int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        seen[(storage.data_ptr(), storage.nbytes())] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        X_hat = dmm_match(cost, **kwargs)
+    X_hat.sum().backward()
+    return sum(seen.values())
+
+
+def memory_scan(costs: torch.Tensor, device: torch.device, settings, repeats: int) -> list[tuple]:
+    """Part 2: [(n_grad, n_proj, seconds plain, seconds checkpointed, bytes plain, bytes checkpointed)]."""
+    rows = []
+    for n_grad, n_proj in settings:
+        kwargs = {"n_grad": n_grad, "n_proj": n_proj}
+        seconds = [best_time(lambda: forward_backward(costs, checkpoint=ckpt, **kwargs), device, repeats)
+                   for ckpt in (False, True)]
+        memory = [memory_kept_for_backward(costs, device, checkpoint=ckpt, **kwargs) for ckpt in (False, True)]
+        rows.append((n_grad, n_proj, *seconds, *memory))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="B = 64 and small sizes: a few seconds")
+    parser.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, ...")
+    parser.add_argument("--batch", type=int, default=None, help="problems per batch (default 256; 64 with --quick)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per row, best kept (default 3; 1 quick)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    batch = args.batch or (64 if args.quick else 256)
+    repeats = args.repeats or (1 if args.quick else 3)
+    generator = torch.Generator().manual_seed(args.seed)
+    costs = torch.rand(batch, N_TEMPLATES, N_PROPOSALS, generator=generator).to(device)
+
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"B = {batch} problems of {N_TEMPLATES} x {N_PROPOSALS}, float32, best of {repeats} (wall clock)")
+    if hasattr(os, "getloadavg"):
+        # other processes share the cores: the load says how much the times may be inflated
+        print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print()
+    print("Part 1: the same problems three ways (N_grad = 40, N_proj = 5, the paper's settings)")
+    results = compare_batched_and_looped(costs, device, repeats)
+    reference = {"forward": results[0][1], "forward+backward": results[2][1]}
+    print(f"{'method':<50} {'total ms':>10} {'us/problem':>11} {'x batched':>10}")
+    for name, seconds in results:
+        base = reference["forward+backward" if "backward" in name else "forward"]
+        print(f"{name:<50} {seconds * 1e3:>10.1f} {seconds / batch * 1e6:>11.1f} {seconds / base:>10.1f}")
+    loop_ratio = results[1][1] / results[0][1]
+    print(f"\nbatched layer is {loop_ratio:.0f}x faster than one matrix per call (forward), "
+          f"{results[3][1] / results[2][1]:.0f}x (forward+backward); "
+          f"Hungarian in a loop is {results[4][1] / results[0][1]:.2f}x the batched layer's time\n")
+
+    settings = [(10, 5), (40, 5), (80, 10)] if args.quick else [(10, 5), (40, 5), (100, 10), (200, 20), (400, 10)]
+    memory_name = "peak CUDA MiB" if device.type == "cuda" else "saved-for-backward MiB"
+    print(f"Part 2: forward+backward as N_grad x N_proj grows ({memory_name})")
+    print(f"{'N_grad':>6} {'N_proj':>6} {'rounds':>7} {'ms plain':>9} {'ms ckpt':>9} {'time x':>7} "
+          f"{'MiB plain':>10} {'MiB ckpt':>9} {'memory /':>9}")
+    for n_grad, n_proj, t_plain, t_ckpt, m_plain, m_ckpt in memory_scan(costs, device, settings, repeats):
+        print(f"{n_grad:>6} {n_proj:>6} {n_grad * n_proj:>7} {t_plain * 1e3:>9.1f} {t_ckpt * 1e3:>9.1f} "
+              f"{t_ckpt / t_plain:>7.2f} {m_plain / 2**20:>10.1f} {m_ckpt / 2**20:>9.1f} "
+              f"{m_plain / max(m_ckpt, 1):>9.1f}")
+
+
+if __name__ == "__main__":
+    main()
