@@ -35,16 +35,18 @@ from torch import Tensor
 from dmmlib.errors import DMMInputError
 from dmmlib.matching import constraint_violation, dmm_match, hungarian_match, lp_objective
 
-#: Sizes of the convergence study per profile (read with ``by_profile``).
-#: ``n_problems`` random problems of ``n_templates`` x ``n_proposals`` for the agreement
-#: table; ``explorer_seeds`` random problems behind the explorer's "problem" slider.
+#: Sizes of the convergence study per profile (read with ``by_profile``):
+#: ``n_problems`` random ``n_templates`` x ``n_proposals`` problems for the agreement table
+#: (``heavy_problems`` of them for the slow 400 x 50 settings); ``curve_problems`` for the gap
+#: curves up to ``max_n_grad`` outer iterations; ``explorer_seeds`` problems behind the
+#: explorer's "problem" slider.
 CONVERGENCE_STUDY = {
-    "smoke": {"n_problems": 40, "n_templates": 5, "n_proposals": 50, "curve_problems": 8, "max_n_grad": 80,
-              "explorer_seeds": 2},
-    "cpu": {"n_problems": 400, "n_templates": 5, "n_proposals": 50, "curve_problems": 32, "max_n_grad": 200,
-            "explorer_seeds": 4},
-    "gpu": {"n_problems": 2000, "n_templates": 5, "n_proposals": 50, "curve_problems": 64, "max_n_grad": 400,
-            "explorer_seeds": 6},
+    "smoke": {"n_problems": 40, "heavy_problems": 6, "n_templates": 5, "n_proposals": 50,
+              "curve_problems": 8, "max_n_grad": 80, "explorer_seeds": 2},
+    "cpu": {"n_problems": 400, "heavy_problems": 60, "n_templates": 5, "n_proposals": 50,
+            "curve_problems": 32, "max_n_grad": 200, "explorer_seeds": 4},
+    "gpu": {"n_problems": 2000, "heavy_problems": 400, "n_templates": 5, "n_proposals": 50,
+            "curve_problems": 64, "max_n_grad": 400, "explorer_seeds": 6},
 }
 
 #: The explorer's slider values. N_grad values index pre-computed results; everything else too.
@@ -347,7 +349,7 @@ _EXPLORER_JS = r"""
     caption.textContent = "proposals 1.." + m + "   (red box: Hungarian; dot: row argmax of X\u0302)";
     var curve = root.querySelector("svg.dmm-curve");
     while (curve.firstChild) curve.removeChild(curve.firstChild);
-    var W = 420, H = 220, left = 56, bottom = 30, top = 10, gaps = run.gap, N = gaps.length;
+    var W = 420, H = 220, left = 56, bottom = 30, top = 22, gaps = run.gap, N = gaps.length;
     var lo = -6, hi = 1;
     function px(k) { return left + (W - left - 10) * (k - 1) / (N - 1); }
     function py(g) { var l = Math.log10(Math.max(g, 1e-6)); l = Math.max(lo, Math.min(hi, l)); return top + (H - top - bottom) * (hi - l) / (hi - lo); }
@@ -364,7 +366,7 @@ _EXPLORER_JS = r"""
     el("polyline", {points: points.join(" "), fill: "none", stroke: "#1f77b4", "stroke-width": 2.5}, curve);
     el("line", {x1: px(setting.n_grad), x2: px(setting.n_grad), y1: top, y2: H - bottom, stroke: "#e4572e", "stroke-dasharray": "4 3"}, curve);
     var xl = el("text", {x: left, y: H - 8, "font-size": 12}, curve); xl.textContent = "outer iteration i (1.." + N + ")";
-    var yl = el("text", {x: W - 215, y: top + 14, "font-size": 12}, curve); yl.textContent = "|objective of average \u2212 LP optimum|";
+    var yl = el("text", {x: left, y: 14, "font-size": 12}, curve); yl.textContent = "|objective of the average \u2212 LP optimum| (log scale)";
     root.querySelector(".dmm-readout").textContent =
       "Tr(C X\u0302\u1d40) = " + objective.toFixed(4) + "   LP optimum = " + problem.optimum.toFixed(4) +
       "   |gap| = " + Math.abs(objective - problem.optimum).toExponential(2) +
@@ -385,7 +387,7 @@ def static_explorer(data: dict, title: str = "Convergence explorer") -> _Explore
     curve on a log scale, and the objective, the LP optimum and the constraint violation.
     """
     root_id = f"dmm-explorer-{abs(hash(json.dumps(data['grid']))) % 10**8}-{time.perf_counter_ns() % 10**6}"
-    labels = {"lr": "step size \u03b1", "n_grad": "N_grad", "n_proj": "N_proj", "lam": "\u03bb (Eq. 1)",
+    labels = {"lr": "step size alpha", "n_grad": "N_grad", "n_proj": "N_proj", "lam": "lambda (Eq. 1)",
               "seed": "problem"}
     defaults = {"lr": data["grid"]["lr"].index(0.1) if 0.1 in data["grid"]["lr"] else 0,
                 "n_grad": data["grid"]["n_grad"].index(40) if 40 in data["grid"]["n_grad"] else 0,

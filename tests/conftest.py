@@ -1,0 +1,57 @@
+"""Shared fixtures: a headless Chromium page for tests of interactive HTML."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def require_chromium() -> Path:
+    """Debian's Chromium, or a clear failure (skip only when DMM_SKIP_BROWSER=1 asks for it)."""
+    if os.environ.get("DMM_SKIP_BROWSER") == "1":
+        pytest.skip("DMM_SKIP_BROWSER=1: headless-browser check skipped on request")
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (`make test` does it: "
+                    "apt-get install chromium) or set DMM_SKIP_BROWSER=1 to skip this check")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.fail("the python package playwright is missing: pip install -e '.[test]'")
+    return CHROMIUM
+
+
+@pytest.fixture
+def offline_page():
+    """A Playwright page in headless Chromium that may load nothing but file:// and data: URLs.
+
+    Yields ``(page, problems)``; ``problems`` collects blocked requests and JavaScript errors,
+    which a test should assert empty.
+    """
+    chromium = require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    problems: list[str] = []
+
+    def guard(route):
+        url = route.request.url
+        if url.startswith(("file:", "data:", "blob:", "about:")):
+            route.continue_()
+        else:
+            problems.append(f"blocked request {url}")
+            route.abort("blockedbyclient")
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1100, "height": 700})
+            context.route("**/*", guard)
+            page = context.new_page()
+            page.on("pageerror", lambda error: problems.append(f"page error {error}"))
+            page.on("console", lambda m: m.type == "error" and problems.append(f"console {m.text}"))
+            yield page, problems
+        finally:
+            browser.close()
