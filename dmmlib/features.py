@@ -100,7 +100,8 @@ class FeatureExtractor(nn.Module):
     """f_theta: frames -> conv2..conv5 maps, and boxes -> one feature vector each (Sec. 4.1).
 
     ``channels`` lists the channel count of each level in :data:`LEVELS` order;
-    ``dim`` = their sum is the length of a pooled feature vector.
+    ``pool_levels`` the levels pooled into a feature vector (default all four), whose
+    length ``dim`` is the sum of their channels.
     """
 
     def __init__(
@@ -109,8 +110,12 @@ class FeatureExtractor(nn.Module):
         weights: str | os.PathLike | None = None,
         pool_size: int = 7,
         pooling: str = "box",
+        pool_levels: tuple[str, ...] = LEVELS,
     ):
         super().__init__()
+        pool_levels = tuple(pool_levels)
+        if not pool_levels or not set(pool_levels) <= set(LEVELS):
+            raise DMMInputError(f"pool_levels={pool_levels!r}; expected a non-empty subset of {LEVELS}")
         if backbone not in BACKBONES:
             raise DMMInputError(f"backbone={backbone!r} is not supported; expected one of {', '.join(BACKBONES)}")
         if pooling not in ("box", "mask"):
@@ -121,7 +126,9 @@ class FeatureExtractor(nn.Module):
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.stages = nn.ModuleDict({level: getattr(net, _STAGE_OF_LEVEL[level]) for level in LEVELS})
         self.channels = tuple(channels)
-        self.dim = sum(channels)
+        # The pooled vector concatenates the levels in LEVELS order (Sec. 4.1 uses all four).
+        self.pool_levels = tuple(level for level in LEVELS if level in pool_levels)
+        self.dim = sum(c for level, c in zip(LEVELS, channels) if level in self.pool_levels)
         self.pool_size = pool_size
         self.pooling = pooling
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -166,7 +173,8 @@ class FeatureExtractor(nn.Module):
             weights = weights + 1e-6
             weights = weights / weights.sum(dim=(-1, -2), keepdim=True)
         vectors = []
-        for level, fmap in feature_maps.items():
+        for level in self.pool_levels:
+            fmap = feature_maps[level]
             pooled = roi_align(fmap, rois.to(fmap.dtype), size, 1.0 / STRIDES[level], 2, aligned=True)
             if weights is None:
                 vectors.append(pooled.mean(dim=(-1, -2)))

@@ -47,7 +47,7 @@ from torch import nn
 
 from dmmlib.cost import LAMBDA_DAVIS, PADDING_COST, matching_cost
 from dmmlib.errors import DMMInputError
-from dmmlib.features import FeatureExtractor, default_backbone, masks_to_boxes
+from dmmlib.features import LEVELS, FeatureExtractor, default_backbone, masks_to_boxes
 from dmmlib.fileio import atomic_path, refuse_overwrite
 from dmmlib.profiles import by_profile
 from dmmlib.refinement import LSTMState, RefinementHead
@@ -66,6 +66,7 @@ class ModelConfig:
     backbone: str = "resnet18"  # "resnet50" is the paper's; see dmmlib.features
     pooling: str = "box"  # "box": the paper's spatial average; "mask": mask-weighted
     pool_size: int = 7  # RoIAlign output side
+    pool_levels: tuple[str, ...] = LEVELS  # backbone levels pooled into f(p_j), f(r_i): conv2..conv5 (Sec. 4.1)
     lam: float = LAMBDA_DAVIS  # lambda of Eq. 1
     matcher: str = "dmm"  # "dmm" (Alg. 1), "hungarian" or "greedy" (Table 4 ablations)
     n_grad: int = 40  # Alg. 1 settings, Sec. 4.1
@@ -197,7 +198,7 @@ class DMMNet(nn.Module):
         super().__init__()
         self.config = default_config() if config is None else config
         cfg = self.config
-        self.features = FeatureExtractor(cfg.backbone, backbone_weights, cfg.pool_size, cfg.pooling)
+        self.features = FeatureExtractor(cfg.backbone, backbone_weights, cfg.pool_size, cfg.pooling, cfg.pool_levels)
         self.refinement = RefinementHead(self.features.channels, cfg.refine_width) if cfg.refine else None
 
     @property
@@ -407,6 +408,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     config = payload.get("config")
     if not isinstance(config, dict) or set(config) - known:
         raise DMMInputError(f"checkpoint {path} has an unknown model config: {sorted(set(config or {}) - known)}")
+    if isinstance(config.get("pool_levels"), list):
+        config["pool_levels"] = tuple(config["pool_levels"])
     model = DMMNet(ModelConfig(**config))
     try:
         model.load_state_dict(payload["state_dict"])

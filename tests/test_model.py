@@ -237,7 +237,8 @@ def test_convlstm_cell_equations():
 
 def test_checkpoint_round_trip_and_errors(tmp_path):
     frames, labels = rectangles_video(T=2)
-    model = DMMNet(default_config("smoke", pooling="mask")).eval()
+    model = DMMNet(default_config("smoke", pooling="mask", pool_levels=("conv4", "conv5"))).eval()
+    assert model.features.dim == 256 + 512
     path = save_checkpoint(tmp_path / "m.pt", model, extra={"epoch": 3})
     loaded, extra = load_checkpoint(path, return_extra=True)
     assert extra == {"epoch": 3} and loaded.config == model.config
