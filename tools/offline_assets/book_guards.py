@@ -5,6 +5,9 @@
    thebe launch button), and warn -- an error under ``-W`` -- about any script or stylesheet that
    still points at another host, naming the page and the URL. A new extension or setting that
    pulls a file from a CDN thus fails the build instead of silently breaking the offline book.
+   After the build, every written page and stylesheet is scanned the same way (scripts, styles,
+   images, fonts, frames; not plain ``<a href>`` links), which also catches raw HTML in notebook
+   outputs, e.g. matplotlib's ``to_jshtml`` linking Font Awesome from a CDN.
    MathJax, require.js and the widget manager are served from ``_static/vendor``
    (tools/offline_assets/vendor.py) via ``mathjax_path`` and ``nb_ipywidgets_js``.
 
@@ -16,13 +19,17 @@
 
 from __future__ import annotations
 
+import html.parser
 import re
+import urllib.parse
+from pathlib import Path
 
 from sphinx.util import logging
 
 logger = logging.getLogger(__name__)
 
 EXTERNAL = re.compile(r"^\s*(?:[a-z][a-z0-9+.-]*:)?//", re.IGNORECASE)
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
 
 def _is_thebe(asset) -> bool:
@@ -63,8 +70,96 @@ def _report_failed_notebooks(app, exception):
             )
 
 
+class ResourceScanner(html.parser.HTMLParser):
+    """Collect every URL the browser would fetch by itself (not the ones a reader clicks)."""
+
+    FETCHING = {
+        ("script", "src"), ("img", "src"), ("img", "srcset"), ("iframe", "src"), ("embed", "src"),
+        ("source", "src"), ("source", "srcset"), ("video", "src"), ("video", "poster"), ("audio", "src"),
+        ("object", "data"), ("input", "src"), ("track", "src"), ("image", "href"), ("use", "href"),
+    }
+    NAVIGATION_RELS = {"canonical", "prev", "next", "index", "search", "author", "license", "alternate", "help"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.urls: list[tuple[str, str]] = []  # (where, url)
+        self._in = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        for name, value in attrs.items():
+            if value is None:
+                continue
+            if (tag, name) in self.FETCHING:
+                for part in value.split(","):
+                    self.urls.append((f"<{tag} {name}>", part.strip().split(" ")[0]))
+            if name == "style":
+                self.urls += [(f"<{tag} style>", u) for u in css_urls(value)]
+        if tag == "link" and attrs.get("href"):
+            rels = set((attrs.get("rel") or "").lower().split())
+            if not rels or not rels <= self.NAVIGATION_RELS:
+                self.urls.append((f"<link rel={attrs.get('rel')}>", attrs["href"]))
+        if tag == "script" and not attrs.get("src"):
+            kind = (attrs.get("type") or "text/javascript").lower()
+            if "javascript" in kind or kind == "module":
+                self._in = "script"
+        if tag == "style":
+            self._in = "style"
+
+    def handle_endtag(self, tag):
+        if tag in ("script", "style"):
+            self._in = None
+
+    def handle_data(self, data):
+        if self._in == "style":
+            self.urls += [("<style>", u) for u in css_urls(data)]
+        elif self._in == "script":
+            self.urls += [("<script> body", u) for u in re.findall(r"""(?:https?:)?//[a-z0-9-]+(?:\.[a-z0-9-]+)+[^\s"'`)]*""", data, re.I)]
+
+
+def css_urls(css: str) -> list[str]:
+    found = re.findall(r"""url\(\s*['"]?([^'")\s]+)""", css)
+    found += re.findall(r"""@import\s+['"]([^'"]+)""", css)
+    return found
+
+
+def is_external(url: str) -> bool:
+    parsed = urllib.parse.urlsplit(url.strip())
+    if parsed.scheme in ("", "data", "blob", "about", "javascript"):
+        return bool(parsed.netloc) and parsed.hostname not in LOCAL_HOSTS  # "//host/x" is external
+    if parsed.scheme == "file":
+        return False
+    return parsed.hostname not in LOCAL_HOSTS
+
+
+def find_external_resources(html_dir) -> tuple[list[str], int]:
+    """Scan every page and stylesheet under ``html_dir``; return (offending lines, URLs seen)."""
+    html_dir = Path(html_dir)
+    offending, seen = [], 0
+    for page in sorted(html_dir.rglob("*.html")):
+        scanner = ResourceScanner()
+        scanner.feed(page.read_text(encoding="utf-8", errors="replace"))
+        seen += len(scanner.urls)
+        offending += [f"{page.relative_to(html_dir)}: {where} {url}" for where, url in scanner.urls if is_external(url)]
+    for sheet in sorted((html_dir / "_static").rglob("*.css")):
+        offending += [f"{sheet.relative_to(html_dir)}: url() {url}"
+                      for url in css_urls(sheet.read_text(encoding="utf-8", errors="replace")) if is_external(url)]
+    return offending, seen
+
+
+def _scan_output(app, exception):
+    if exception is not None or app.builder is None or app.builder.format != "html":
+        return
+    offending, _ = find_external_resources(app.outdir)
+    for line in offending:
+        logger.warning("%s is loaded from another host; the book must read offline (vendor it "
+                       "under book/_static/vendor, see tools/offline_assets)", line,
+                       type="offline", subtype="external")
+
+
 def setup(app):
     # After sphinx-thebe and myst-nb have added their files (default priority 500).
     app.connect("html-page-context", _strip_and_check, priority=900)
     app.connect("build-finished", _report_failed_notebooks)
+    app.connect("build-finished", _scan_output)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
