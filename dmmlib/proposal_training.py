@@ -199,6 +199,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
+_RESUMABLE_CHANGES = ("steps", "checkpoint_every")
+
+
 def _learning_rate(config: ProposalTrainConfig, step: int) -> float:
     if config.warmup_steps and step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
@@ -244,6 +247,15 @@ def train_proposal_net(
             )
         if int(start_state["seed"]) != int(seed):
             raise DMMInputError(f"--resume: checkpoint {out_path} was trained with seed {start_state['seed']}, not {seed}")
+        # only the length of a run may change on resume; anything else would splice two different runs
+        stored = {k: v for k, v in start_state["config"].items() if k not in _RESUMABLE_CHANGES}
+        wanted = {k: v for k, v in dataclasses.asdict(config).items() if k not in _RESUMABLE_CHANGES}
+        changed = sorted(k for k in wanted if stored.get(k) != wanted[k])
+        if changed:
+            raise DMMInputError(
+                f"--resume: checkpoint {out_path} was trained with other settings ({', '.join(changed)}); "
+                "train to a new file or pass --force without --resume"
+            )
     elif not resume:
         refuse_overwrite(out_path, force, what="proposal-net checkpoint")
 
@@ -301,9 +313,11 @@ def train_proposal_net(
 
 
 def load_proposal_net(checkpoint: str | os.PathLike, device: str = "auto") -> ProposalNet:
-    """A :class:`~dmmlib.proposals.ProposalNet` with the weights of a training checkpoint, in eval mode."""
+    """A :class:`~dmmlib.proposals.ProposalNet` with the weights of a training checkpoint, in eval mode.
+
+    The architecture is the one the checkpoint names, whatever the active profile.
+    """
     from dmmlib.info import pick_device
 
-    state = load_checkpoint(checkpoint)
-    net = ProposalNet(state["architecture"], weights=checkpoint)
+    net = ProposalNet(weights=checkpoint)
     return net.to(pick_device(device)).eval()

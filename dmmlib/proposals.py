@@ -445,27 +445,29 @@ def _predictor_keys(key: str) -> bool:
     return key.startswith("roi_heads.box_predictor.") or key.startswith("roi_heads.mask_predictor.mask_fcn_logits.")
 
 
-def _load_weights_file(detector: torch.nn.Module, path: Path, architecture: str) -> None:
-    """Load a state dict (or a dmmlib checkpoint) from ``path`` into ``detector``.
-
-    A state dict whose only mismatch is the class-specific predictors (e.g. a COCO
-    91-class torchvision file fetched elsewhere) loads everything but those layers,
-    which keep their fresh class-agnostic initialisation.
-    """
+def _read_weights_file(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    """The state dict in ``path`` (a plain state dict or a dmmlib checkpoint) and, for a checkpoint, its architecture."""
     if not path.is_file():
         raise DMMInputError(f"proposal-net weights file {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise DMMInputError(f"proposal-net weights file {path} is not a readable torch state dict: {error}") from None
+    architecture = None
     if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
-        if state.get("architecture") != architecture:
-            raise DMMInputError(
-                f"proposal-net checkpoint {path} holds a {state.get('architecture')!r} network; expected {architecture!r}"
-            )
-        state = state["model"]
+        architecture, state = state.get("architecture"), state.get("model")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DMMInputError(f"proposal-net weights file {path} does not hold a state dict of tensors")
+    return state, architecture
+
+
+def _load_state(detector: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, architecture: str) -> None:
+    """Load ``state`` (read from ``path``) into ``detector``, strictly.
+
+    A state dict whose only mismatch is the class-specific predictors (e.g. a COCO
+    91-class torchvision file fetched elsewhere) loads everything but those layers,
+    which keep their fresh class-agnostic initialisation.
+    """
     own = detector.state_dict()
     foreign_heads = [k for k in state if _predictor_keys(k) and k in own and state[k].shape != own[k].shape]
     if foreign_heads:
@@ -503,7 +505,8 @@ class ProposalNet(torch.nn.Module):
     Parameters
     ----------
     architecture : ``"resnet50_fpn"`` (the paper's R50-FPN; its main model uses X101-FPN)
-        or ``"resnet18_fpn_lite"`` (CPU); default per profile (:data:`PROPOSAL_NET_SETTINGS`).
+        or ``"resnet18_fpn_lite"`` (CPU); default: the one a dmmlib checkpoint in ``weights``
+        names, else the profile's (:data:`PROPOSAL_NET_SETTINGS`).
     weights : ``None`` (random init from ``seed``), ``"coco"`` (torchvision COCO weights,
         resnet50_fpn only; needs a download) or a path to a state dict / dmmlib checkpoint
         (``torch.load(weights_only=True)``).
@@ -523,7 +526,15 @@ class ProposalNet(torch.nn.Module):
         from dmmlib.profiles import by_profile
 
         settings = by_profile(PROPOSAL_NET_SETTINGS, profile)
-        architecture = settings["architecture"] if architecture is None else architecture
+        state, saved_architecture = (None, None)
+        if weights is not None and weights != "coco":
+            state, saved_architecture = _read_weights_file(Path(weights))
+            if architecture is not None and saved_architecture not in (None, architecture):
+                raise DMMInputError(
+                    f"proposal-net checkpoint {weights} holds a {saved_architecture!r} network; expected {architecture!r}"
+                )
+        # a dmmlib checkpoint names its architecture; otherwise the profile's default
+        architecture = architecture or saved_architecture or settings["architecture"]
         if architecture not in ARCHITECTURES:
             raise DMMInputError(f"architecture={architecture!r}; expected one of {', '.join(ARCHITECTURES)}")
         self.architecture = architecture
@@ -536,12 +547,22 @@ class ProposalNet(torch.nn.Module):
                 self.detector = _build_resnet50_fpn(coco=weights == "coco")
             else:
                 self.detector = _build_resnet18_fpn_lite()
-        if weights is not None and weights != "coco":
-            _load_weights_file(self.detector, Path(weights), architecture)
+        if state is not None:
+            _load_state(self.detector, state, Path(weights), architecture)
 
     @property
     def device(self) -> torch.device:
         return next(self.detector.parameters()).device
+
+    def digest(self) -> str:
+        """SHA-1 of the architecture and every weight: names the network whose proposals a cache holds."""
+        import hashlib
+
+        sha = hashlib.sha1(self.architecture.encode())
+        for name, tensor in self.detector.state_dict().items():
+            sha.update(name.encode())
+            sha.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return sha.hexdigest()
 
     def fit_transform_to(self, height: int, width: int) -> None:
         """Make torchvision's resize keep ``(height, width)`` (short side capped at ``max_short_side``)."""
@@ -640,6 +661,33 @@ def _shard(items: list[str], rank: int | None, world_size: int | None) -> list[s
     return items[rank::world_size]
 
 
+SOURCE_FILE = "proposal_source.json"
+
+
+def _claim_cache(cache: ProposalCache, net: ProposalNet) -> None:
+    """Record which network fills ``cache``; refuse to mix the proposals of two networks."""
+    import json
+
+    from dmmlib.fileio import atomic_write_text
+
+    source = {"architecture": net.architecture, "weights_sha1": net.digest()}
+    path = cache.root / SOURCE_FILE
+    if path.is_file():
+        try:
+            recorded = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            raise DMMInputError(f"{path} is not valid JSON; expected the record of the network that filled the cache") from None
+        if recorded != source:
+            raise DMMInputError(
+                f"cache {cache.root} holds proposals of another network ({recorded.get('architecture')}, "
+                f"weights {str(recorded.get('weights_sha1'))[:12]}); use a new --cache folder or delete this one"
+            )
+        return
+    if cache.sequences():
+        raise DMMInputError(f"cache {cache.root} holds proposals of an unrecorded network (no {SOURCE_FILE}); use a new folder")
+    atomic_write_text(path, json.dumps(source, indent=1))
+
+
 def compute_proposals(
     data_root: str | os.PathLike,
     split: str,
@@ -662,6 +710,7 @@ def compute_proposals(
 
     cache = cache_root if isinstance(cache_root, ProposalCache) else ProposalCache(cache_root)
     sequences = _shard(split_sequences(data_root, split), rank, world_size)
+    _claim_cache(cache, net)
     todo = []
     skipped = 0
     for seq in sequences:

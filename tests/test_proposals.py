@@ -395,6 +395,13 @@ def test_training_runs_saves_and_resumes_bit_identically(benchmark, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(DMMInputError, match="seed"):
         train_proposal_net(benchmark, tmp_path / "b.pt", config, seed=5, resume=True, progress=False)
+    from dmmlib.proposals import ProposalNet
+
+    assert ProposalNet(weights=tmp_path / "a.pt", profile="gpu").architecture == "resnet18_fpn_lite"
+    with pytest.raises(DMMInputError, match="resnet50_fpn"):
+        ProposalNet("resnet50_fpn", weights=tmp_path / "a.pt")
+    with pytest.raises(DMMInputError, match="lr"):
+        train_proposal_net(benchmark, tmp_path / "b.pt", config.replace(lr=0.5), seed=4, resume=True, progress=False)
 
 
 def test_compute_proposals_caches_skips_and_shards(benchmark, lite_net, tmp_path):
@@ -417,3 +424,13 @@ def test_compute_proposals_caches_skips_and_shards(benchmark, lite_net, tmp_path
         assert (cached.masks - direct.masks).abs().max() <= 0.5 / 255 + 1e-4
     with pytest.raises(DMMInputError, match="rank"):
         compute_proposals(benchmark, "val", lite_net, tmp_path / "c", progress=False, rank=2, world_size=2)
+
+
+def test_compute_refuses_to_mix_two_networks(benchmark, lite_net, tmp_path):
+    from dmmlib.proposals import ProposalNet, compute_proposals
+
+    compute_proposals(benchmark, "val", lite_net, tmp_path / "c", progress=False, rank=0, world_size=2)
+    other = ProposalNet("resnet18_fpn_lite", seed=9)
+    assert other.digest() != lite_net.digest()
+    with pytest.raises(DMMInputError, match="another network"):
+        compute_proposals(benchmark, "val", other, tmp_path / "c", progress=False)
