@@ -29,7 +29,6 @@ from collections import OrderedDict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d, roi_align
@@ -202,9 +201,3 @@ def masks_to_boxes(masks: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     empty = ~rows.any(dim=-1)
     return torch.where(empty[..., None], torch.zeros_like(boxes), boxes)
 
-
-def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of frames [B, 3, H, W] to ``size`` = (H', W')."""
-    if tuple(frames.shape[-2:]) == tuple(size):
-        return frames
-    return F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=True)

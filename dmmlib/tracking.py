@@ -218,6 +218,7 @@ def track(
     model: a :class:`dmmlib.model.DMMNet` (default: an untrained one, with a warning;
     it is moved to ``device``). proposals / proposal_net: see :func:`proposal_source`;
     with neither, an untrained :class:`dmmlib.proposals.ProposalNet` is built (warning).
+    sequence: the video's name in a ProposalCache (default: the folder's or file's name).
 
     The inputs are checked now (first mask empty or of another size than the frames,
     fewer than two frames, a folder without images: :class:`DMMInputError`); the
@@ -253,6 +254,8 @@ def track(
         proposal_net = ProposalNet()
     if proposal_net is not None:
         proposal_net.to(device).eval()
+    if sequence is None and isinstance(frames, (str, os.PathLike)):
+        sequence = Path(frames).stem  # a cache is keyed by the video's name
     source = proposal_source(proposals, proposal_net, sequence)
     model = model.to(device).eval()
     return _run(model, source, mask, ids, first, second, frame_iter, device, progress, total)
