@@ -151,3 +151,19 @@ def test_predict_command(tmp_path):
     assert again.returncode == 2 and "refusing to overwrite" in again.stderr and "Traceback" not in again.stderr
     missing = run_cli("predict", "--davis-root", tmp_path / "nowhere", "--out", tmp_path / "r2")
     assert missing.returncode == 2 and "ImageSets" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_track_with_a_proposal_net_and_a_cache_miss(tmp_path):
+    """Proposals computed on the fly by a (random) ProposalNet, also for frames a cache lacks."""
+    from dmmlib.proposals import ProposalNet
+
+    frames, labels = rectangles_video(T=3)
+    net = ProposalNet(profile="smoke")
+    out = list(track(frames, labels[0], model=oracle_model(), proposal_net=net, progress=False))
+    assert len(out) == 3 and all(o.shape == labels[0].shape and o.dtype == np.uint8 for o in out)
+    assert set(np.unique(np.concatenate(out[1:]))) <= {0, 1, 2}
+    cache = ProposalCache(tmp_path / "cache")
+    with pytest.raises(DMMInputError, match="has no proposals for clip frame 1"):
+        list(track(frames, labels[0], model=oracle_model(), proposals=cache, sequence="clip", progress=False))
+    out = list(track(frames, labels[0], model=oracle_model(), proposals=cache, proposal_net=net, sequence="clip", progress=False))
+    assert len(out) == 3
