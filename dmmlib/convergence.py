@@ -24,7 +24,6 @@ from __future__ import annotations
 import html
 import itertools
 import json
-import time
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -193,8 +192,9 @@ def agreement_study(cost: Tensor, settings: Mapping[str, Mapping], optimum: Tens
     * ``rows agreeing`` -- the same, counted per template;
     * ``median |gap|`` / ``p90 |gap|`` -- |Tr(C X^T) - LP optimum| (X^ may be slightly
       infeasible, so the signed gap can be negative);
-    * ``median violation`` -- :func:`~dmmlib.matching.constraint_violation` of X^;
-    * ``ms / problem`` -- wall time of the batched call divided by B.
+    * ``median violation`` -- :func:`~dmmlib.matching.constraint_violation` of X^.
+
+    Speed is not measured here: ``benchmarks/matching.py`` times the settings side by side.
     """
     import pandas as pd
 
@@ -203,10 +203,8 @@ def agreement_study(cost: Tensor, settings: Mapping[str, Mapping], optimum: Tens
     hungarian = hungarian_match(cost).argmax(-1)
     rows = []
     for name, kwargs in settings.items():
-        start = time.perf_counter()
         with torch.no_grad():
             X_hat = dmm_match(cost, **kwargs)
-        elapsed = time.perf_counter() - start
         agree = X_hat.argmax(-1) == hungarian
         gap = (lp_objective(cost, X_hat) - optimum).abs()
         rows.append({
@@ -216,7 +214,6 @@ def agreement_study(cost: Tensor, settings: Mapping[str, Mapping], optimum: Tens
             "median |gap|": gap.median().item(),
             "p90 |gap|": gap.quantile(0.9).item(),
             "median violation": constraint_violation(X_hat).median().item(),
-            "ms / problem": 1000 * elapsed / cost.shape[0],
         })
     return pd.DataFrame(rows).set_index("setting")
 
@@ -386,7 +383,9 @@ def static_explorer(data: dict, title: str = "Convergence explorer") -> _Explore
     page draws X^ as a heat map (Hungarian's choice boxed, each row's argmax dotted), the gap
     curve on a log scale, and the objective, the LP optimum and the constraint violation.
     """
-    root_id = f"dmm-explorer-{abs(hash(json.dumps(data['grid']))) % 10**8}-{time.perf_counter_ns() % 10**6}"
+    from dmmlib.viz import _new_dom_id
+
+    root_id = _new_dom_id()
     labels = {"lr": "step size alpha", "n_grad": "N_grad", "n_proj": "N_proj", "lam": "lambda (Eq. 1)",
               "seed": "problem"}
     defaults = {"lr": data["grid"]["lr"].index(0.1) if 0.1 in data["grid"]["lr"] else 0,
