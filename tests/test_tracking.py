@@ -40,10 +40,11 @@ def oracle_list(labels):
     return [proposals_from_labels(lab, n_noise=3, rng=np.random.default_rng(t)) for t, lab in enumerate(labels)]
 
 
-def write_sequence(folder: Path, frames, labels=None, cache: ProposalCache | None = None, seq: str = "seq"):
+def write_sequence(folder: Path, frames, labels=None, cache: ProposalCache | None = None, seq: str = "seq",
+                   suffix: str = ".png"):
     folder.mkdir(parents=True, exist_ok=True)
     for t, frame in enumerate(frames):
-        Image.fromarray(frame).save(folder / f"{t:05d}.png")  # lossless: the fixture stays exact
+        Image.fromarray(frame).save(folder / f"{t:05d}{suffix}")
         if cache is not None:
             cache.put(seq, t, proposals_from_labels(labels[t], n_noise=3, rng=np.random.default_rng(t)))
 
@@ -132,8 +133,8 @@ def test_predict_command(tmp_path):
     root = tmp_path / "davis"
     cache = ProposalCache(tmp_path / "cache")
     for seq, absent in (("alpha", ()), ("beta", (1,))):
-        frames, labels = rectangles_video(T=3, absent=absent)
-        write_sequence(root / "JPEGImages" / "480p" / seq, frames, labels, cache, seq)
+        frames, labels = rectangles_video(T=4, absent=absent)
+        write_sequence(root / "JPEGImages" / "480p" / seq, frames, labels, cache, seq, suffix=".jpg")
         for t, lab in enumerate(labels):
             write_label_png(root / "Annotations" / "480p" / seq / f"{t:05d}.png", lab)
     (root / "ImageSets" / "2017").mkdir(parents=True)
@@ -144,9 +145,14 @@ def test_predict_command(tmp_path):
     done = run_cli(*args)
     assert done.returncode == 0, done.stderr
     for seq in ("alpha", "beta"):
-        for t in range(3):
+        for t in range(4):
             truth = read_label_png(root / "Annotations" / "480p" / seq / f"{t:05d}.png")
             np.testing.assert_array_equal(read_label_png(tmp_path / "results" / seq / f"{t:05d}.png"), truth)
+    # The folder is what the evaluator reads (`python -m dmmlib evaluate`): perfect scores here.
+    from dmmlib.evaluation import evaluate_davis
+
+    scores = evaluate_davis(root, tmp_path / "results", "val", progress=False, workers=1).global_scores
+    assert scores["J-Mean"] == pytest.approx(1.0) and scores["F-Mean"] == pytest.approx(1.0)
     again = run_cli(*args)
     assert again.returncode == 2 and "refusing to overwrite" in again.stderr and "Traceback" not in again.stderr
     missing = run_cli("predict", "--davis-root", tmp_path / "nowhere", "--out", tmp_path / "r2")
