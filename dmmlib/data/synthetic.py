@@ -12,7 +12,7 @@ moving smoothly over a slowly panning photographic background, plus optional
   empty for a few frames) and comes back;
 * distractors -- extra objects with the *same* texture and a similar shape as a
   tracked object but their own trajectory, so appearance alone is ambiguous and
-  the IoU term of the matching cost (paper Eq. 8) has to break the tie;
+  the IoU term of the matching cost (paper Eq. 1) has to break the tie;
 * appearance drift -- colour gain, brightness and texture crop change slowly over
   the video, so a template taken at frame 0 no longer matches pixel-for-pixel.
 
