@@ -209,6 +209,7 @@ def track(
     device: str = "auto",
     progress: bool = True,
     sequence: str | None = None,
+    size: tuple[int, int] | None = None,
 ) -> Iterator[np.ndarray]:
     """Track the objects of ``first_frame_masks`` through ``frames``; yield one uint8 [H, W] label mask per frame.
 
@@ -219,6 +220,10 @@ def track(
     it is moved to ``device``). proposals / proposal_net: see :func:`proposal_source`;
     with neither, an untrained :class:`dmmlib.proposals.ProposalNet` is built (warning).
     sequence: the video's name in a ProposalCache (default: the folder's or file's name).
+    size: (H', W') at which the model runs (the paper uses 255 x 448 for YouTube-VOS);
+    default: the frames' own size. Frames are resized bilinearly, templates by area
+    (threshold 1/2, keeping at least each object's densest pixel), proposals by their
+    boxes; the logits are resized back, so outputs always have the frames' size.
 
     The inputs are checked now (first mask empty or of another size than the frames,
     fewer than two frames, a folder without images: :class:`DMMInputError`); the
@@ -243,6 +248,10 @@ def track(
     second = next(frame_iter, None)
     if second is None:
         raise DMMInputError("frames holds a single frame; tracking needs at least two (the first one's mask is given)")
+    if size is not None:
+        size = tuple(int(v) for v in size)
+        if len(size) != 2 or min(size) < 16:
+            raise DMMInputError(f"size={size!r}; expected (height, width), each at least 16 pixels")
     device = pick_device(device)
     if model is None:
         warnings.warn("track: no model given; using an untrained DMMNet (results are not meaningful)", stacklevel=2)
@@ -258,31 +267,54 @@ def track(
         sequence = Path(frames).stem  # a cache is keyed by the video's name
     source = proposal_source(proposals, proposal_net, sequence)
     model = model.to(device).eval()
-    return _run(model, source, mask, ids, first, second, frame_iter, device, progress, total)
+    return _run(model, source, mask, ids, first, second, frame_iter, device, progress, total, size)
 
 
-def _run(model, source, mask, ids, first, second, rest, device, progress, total) -> Iterator[np.ndarray]:
+def _resized_templates(templates, size):
+    """Binary templates [1, n, H, W] at ``size``: area-resized, > 1/2, never emptied."""
+    import torch.nn.functional as F
+
+    soft = F.interpolate(templates, size=size, mode="area")
+    peak = soft.amax(dim=(-1, -2), keepdim=True)
+    return (soft >= peak.clamp(max=0.5)).float()
+
+
+def _run(model, source, mask, ids, first, second, rest, device, progress, total, size) -> Iterator[np.ndarray]:
     from itertools import chain
 
     import torch
+    import torch.nn.functional as F
     from tqdm.auto import tqdm
+
+    from dmmlib.model import labels_from_logits
 
     height, width = mask.shape
     lookup = np.array([0] + ids, dtype=np.uint8)  # row index (1-based) -> object id
     given = np.where(mask == VOID_LABEL, 0, mask).astype(np.uint8)
+    resize = size is not None and tuple(size) != (height, width)
+
+    def model_input(frame):
+        tensor = _to_tensor(frame, device)
+        return F.interpolate(tensor, size=size, mode="bilinear", antialias=True) if resize else tensor
+
     bar = tqdm(total=total, disable=not progress, unit="frame", desc="track")
     with torch.no_grad():
         templates = torch.from_numpy(np.stack([mask == i for i in ids])).to(device).float()[None]
-        state = model.init_state(_to_tensor(first, device), templates)
+        if resize:
+            templates = _resized_templates(templates, size)
+        state = model.init_state(model_input(first), templates)
         bar.update(1)
         yield given
         for index, frame in enumerate(chain([second], rest), start=1):
             if frame.shape[:2] != (height, width):
                 raise DMMInputError(f"frame {index} is {frame.shape[0]}x{frame.shape[1]}; expected {height}x{width} like frame 0")
             frame_proposals = source(index, frame)
-            output, state = model.step(_to_tensor(frame, device), [frame_proposals], state)
+            output, state = model.step(model_input(frame), [frame_proposals], state)
+            logits = output.logits
+            if resize:
+                logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
             bar.update(1)
-            yield lookup[output.labels()[0].cpu().numpy()]
+            yield lookup[labels_from_logits(logits, output.present)[0].cpu().numpy()]
     bar.close()
 
 
@@ -336,6 +368,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--proposal-checkpoint", help="ProposalNet weights (default: an untrained net)")
     parser.add_argument("--proposals-cache", help="folder of cached proposals (ProposalCache); --sequence names the video")
     parser.add_argument("--sequence", help="name of the video in --proposals-cache (default: the frames folder's name)")
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="run the model at this size (e.g. 255 448)")
     parser.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, ...")
     parser.add_argument("--force", action="store_true", help="overwrite PNGs already in --out")
 
@@ -354,7 +387,7 @@ def main(args: argparse.Namespace) -> int:
     frames = Path(args.frames)
     names = [p.stem for p in image_files(frames)] if frames.is_dir() else None
     labels = track(frames, args.mask, model=model, proposals=cache, proposal_net=proposal_net,
-                   device=args.device, progress=True, sequence=sequence)
+                   device=args.device, progress=True, sequence=sequence, size=args.size)
     count = write_track(labels, out_dir, names)
     print(f"wrote {count} label masks to {out_dir}")
     return 0

@@ -55,14 +55,15 @@ def plan_split(davis_root, split: str, out_dir, resolution: str = "480p", force:
 
 def predict_split(davis_root, split: str, out_dir, model, proposals_cache=None, proposal_net=None,
                   resolution: str = "480p", device: str = "auto", force: bool = False,
-                  sequences: list[str] | None = None, progress: bool = True) -> list[str]:
+                  sequences: list[str] | None = None, progress: bool = True,
+                  size: tuple[int, int] | None = None) -> list[str]:
     """Track each sequence of ``split`` into ``out_dir/<seq>/``; returns the sequences written."""
     from tqdm.auto import tqdm
 
     plan = plan_split(davis_root, split, out_dir, resolution, force, sequences)
     for seq, frames_dir, annotation in tqdm(plan, desc=f"predict {split}", unit="video", disable=not progress):
         labels = track(frames_dir, annotation, model=model, proposals=proposals_cache, proposal_net=proposal_net,
-                       device=device, progress=False, sequence=seq)
+                       device=device, progress=False, sequence=seq, size=size)
         write_track(labels, Path(out_dir) / seq, [p.stem for p in image_files(frames_dir)])
     return [seq for seq, _, _ in plan]
 
@@ -76,6 +77,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--proposals-cache", help="folder of cached proposals (ProposalCache: <dir>/<seq>/<frame>.pt)")
     parser.add_argument("--proposal-checkpoint", help="ProposalNet weights, for frames not in the cache")
     parser.add_argument("--sequences", nargs="+", help="only these sequences of the split")
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="run the model at this size (e.g. 255 448)")
     parser.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, ...")
     parser.add_argument("--force", action="store_true", help="overwrite result PNGs that already exist")
 
@@ -92,6 +94,6 @@ def main(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint)
     proposal_net = make_proposal_net(args.proposal_checkpoint, needed=cache is None)
     written = predict_split(args.davis_root, args.split, args.out, model, cache, proposal_net,
-                            args.resolution, args.device, args.force, args.sequences)
+                            args.resolution, args.device, args.force, args.sequences, size=args.size)
     print(f"wrote results for {len(written)} sequences to {args.out}")
     return 0

@@ -173,3 +173,16 @@ def test_track_with_a_proposal_net_and_a_cache_miss(tmp_path):
         list(track(frames, labels[0], model=oracle_model(), proposals=cache, sequence="clip", progress=False))
     out = list(track(frames, labels[0], model=oracle_model(), proposals=cache, proposal_net=net, sequence="clip", progress=False))
     assert len(out) == 3
+
+
+def test_track_at_a_smaller_model_size():
+    """size=(24, 32): the model runs at half size, the outputs come back at 48 x 64."""
+    frames, labels = rectangles_video(T=4)
+    out = list(track(frames, labels[0], model=oracle_model(), proposals=oracle_list(labels), progress=False, size=(24, 32)))
+    assert all(o.shape == (48, 64) for o in out)
+    for t in range(1, 4):
+        for i in (1, 2):
+            pred, truth = out[t] == i, labels[t] == i
+            assert (pred & truth).sum() / (pred | truth).sum() > 0.95
+    with pytest.raises(DMMInputError, match="size="):
+        track(frames, labels[0], model=oracle_model(), proposals=oracle_list(labels), size=(4, 4))
