@@ -426,7 +426,7 @@ def plot_matrix(ax, X, title: str = "", sums: bool = True, row_labels=None, col_
                   fontsize=8)
     ax.xaxis.tick_top()
     if title:
-        ax.set_title(title, fontsize=10, pad=18)
+        ax.set_title(title, fontsize=10, pad=20)
     return image
 
 
