@@ -16,7 +16,8 @@ of Sec. 3 of the paper against an independent reference:
 * the exact Euclidean projection onto the feasible set of Eq. 3, computed by a QP
   solver and certified by its KKT conditions -- :func:`exact_projection`, the reference
   that Dykstra's algorithm (Alg. 1, lines 5-11) is measured against;
-* :func:`plot_matrix`, a heat map of an assignment matrix with its row and column sums.
+* :func:`plot_matrix`, a heat map of an assignment matrix with its row and column sums, and
+  :func:`draw_masks`, mask outlines over a frame.
 
 Arrays are numpy ``float64`` (the reference solvers are scipy's); shapes are given as
 ``[n, m]`` with n templates (rows) and m proposals (columns), as in the paper.
