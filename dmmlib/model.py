@@ -74,6 +74,8 @@ class ModelConfig:
     match_lr: float = 0.1
     match_variant: str = "paper"  # or "release" (see dmmlib.matching)
     confident: bool = True  # Eq. 8 with X~ (Sec. 4.1) rather than X^
+    # The authors' release keeps X^ > 0.01 (not just the row max) while training; None: row max always.
+    train_keep_threshold: float | None = None
     no_proposal_cost: float | None = None  # None: "no proposal" columns only when m < n
     min_match_fraction: float = 1e-4  # matched mass below this fraction of H*W: object absent
     paste_threshold: float | None = None  # None: soft pasted proposals in Eq. 1 and Eq. 8
@@ -288,8 +290,11 @@ class DMMNet(nn.Module):
                 cost, n_grad=cfg.n_grad, n_proj=cfg.n_proj, lr=cfg.match_lr,
                 template_mask=template_valid, proposal_mask=valid, variant=cfg.match_variant,
             )
-            x_tilde = matching.confident_assignment(x_hat) if cfg.confident else x_hat
-            return x_hat, x_tilde
+            if not cfg.confident:
+                return x_hat, x_hat
+            if self.training and cfg.train_keep_threshold is not None:
+                return x_hat, x_hat * (x_hat > cfg.train_keep_threshold).to(x_hat.dtype)
+            return x_hat, matching.confident_assignment(x_hat)
         match = matching.hungarian_match if cfg.matcher == "hungarian" else matching.greedy_match
         x = match(cost, template_mask=template_valid, proposal_mask=valid)
         return x, x  # already 0/1: X~ = X^

@@ -305,3 +305,18 @@ def test_pooled_features_and_boxes():
     full = torch.zeros(1, H, W)
     full[0, 8:40, 24:40] = 1
     torch.testing.assert_close(masked.pool(maps, box, full), extractor.pool(maps, box), atol=1e-4, rtol=1e-4)
+
+
+def test_release_style_confidence_while_training():
+    """train_keep_threshold=0.01 (the authors' release): in train mode X~ keeps every X^ > 0.01;
+    in eval mode it is the row maximum of Sec. 4.1."""
+    frames, labels = rectangles_video(T=2)
+    model = DMMNet(default_config("smoke", refine=False, train_keep_threshold=0.01))
+    state = model.init_state(to_tensor(frames[0]), templates_of(labels[0]))
+    step = lambda: model.step(to_tensor(frames[1]), [oracle(labels)[1]], state)[0]
+    out = step()
+    torch.testing.assert_close(out.x_tilde, out.x_hat * (out.x_hat > 0.01))
+    assert (out.x_tilde[0] > 0).sum() > 2
+    model.eval()
+    out = step()
+    assert (out.x_tilde[0] > 0).sum(dim=1).tolist() == [1, 1]
