@@ -16,7 +16,8 @@ start at 0), and a faded mask would shrink every IoU of the next frame; set
 ``ModelConfig.normalize_previous=False`` for P^ as printed.
 
 Gradients. Everything on the path features -> C -> X^ -> X~ -> P^ -> logits is
-differentiable (no ``.detach()``, no in-place ops). Through time, a
+differentiable (no ``.detach()``; the only in-place writes fill a freshly made
+padding tensor, which autograd handles). Through time, a
 :class:`TrackState` keeps whatever graph its tensors carry: a training loop that
 unrolls T steps back-propagates through the previous matched masks of Eq. 1 and
 the ConvLSTM states within the clip, and calls :meth:`TrackState.detach` between
