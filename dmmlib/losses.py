@@ -12,10 +12,14 @@ Each loss is averaged over a clip's objects, then over the clips.
   it defined (and zero) when an object has left the frame and nothing is predicted.
 * ``bce``       -- per-pixel binary cross-entropy, averaged over pixels, then objects.
   Dense, well-conditioned gradients, but dominated by background on small objects.
-* ``bce+soft_iou`` (the default) -- their sum. BCE gives every pixel a gradient from
-  the first step, when the untrained refinement head predicts near 0.5 everywhere and
-  the soft IoU is nearly flat; the soft IoU then pulls the optimisation towards J
-  and keeps small objects from being drowned by background. (Measured in chapter 8.)
+* ``bce+soft_iou`` (the default) -- their sum. The soft IoU is what we are scored on
+  and does not let a small object be traded for background pixels (chapter 8 shows
+  BCE barely noticing a missed small object that the soft IoU calls completely wrong).
+  The BCE term is a proper per-pixel loss: it is minimised only by the true per-pixel
+  probability, which is what the tracker's rule "a pixel belongs to the object with the
+  largest logit, if that logit is > 0" assumes; the soft IoU alone does not pin the 0.5
+  threshold. The paper does not say which loss it used and we did not tune this choice;
+  chapter 8's exercises compare the three.
 
 ``assignment_loss`` is an optional auxiliary term: the cross-entropy of the matching
 layer's soft assignment ``X_hat`` (Eq. 2-7, rows summing to one) against the

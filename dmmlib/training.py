@@ -657,8 +657,10 @@ def _train(cfg, run_dir, world, device, checkpoint, force, data_root, model, dat
             atomic_write_text(run_dir / "config.yaml", _config_yaml(cfg))
         else:
             # drop records logged after the checkpoint (an interrupted run may have gone further)
-            kept = [r for r in read_log(run_dir) if r["step"] <= step]
-            atomic_write_text(run_dir / LOG_NAME, "".join(json.dumps(r) + "\n" for r in kept))
+            logged = read_log(run_dir)
+            kept = [r for r in logged if r["step"] <= step]
+            if len(kept) < len(logged):
+                atomic_write_text(run_dir / LOG_NAME, "".join(json.dumps(r) + "\n" for r in kept))
 
     def save(final: bool = False) -> None:
         rng = capture_rng()
@@ -840,3 +842,80 @@ def props_cache_source(cache, name: str):
             raise DMMInputError(f"proposal cache {cache.root} has no proposals for {name} frame {index}")
         return found
     return from_cache
+
+
+# ----------------------------------------------------------------------------------------------
+# What the learned cost does: measurements for the chapters
+# ----------------------------------------------------------------------------------------------
+
+
+def matching_margins(model: nn.Module, dataset, proposal_source: ProposalSource, n_clips: int, seed: int = 0,
+                     min_iou: float = 0.5) -> dict:
+    """How well the cosine part of Eq. 1 (and the whole cost) singles out the right proposal.
+
+    For each of the first ``n_clips`` clips of ``dataset``: templates from frame 0, one
+    ``model.step`` on frame 1 with ``proposal_source``'s proposals. For every valid
+    template whose ground truth has a proposal with IoU >= ``min_iou`` (the "right"
+    one, ``j*``), against the other real proposals (the distractors):
+
+    * ``cosine_top1`` -- is ``cos[i, j*]`` the largest cosine of the row?
+    * ``cosine_margin`` -- ``cos[i, j*] - max_{j != j*} cos[i, j]`` (> 0: separated);
+    * ``cost_top1`` -- is ``C[i, j*]`` the smallest cost of the row (cosine and IoU)?
+
+    Returns those as float arrays (one entry per template) plus ``examples``: the first
+    clip's ``(cosine [n, m] of the real proposals and valid templates, right [n])``.
+    """
+    was_training = model.training
+    model.eval()
+    top1, margin, cost_top1, examples = [], [], [], None
+    with torch.no_grad():
+        for index in range(n_clips):
+            frames, labels, metas = collate_clips([dataset[index]])
+            n = int(labels[:, 0].max())
+            masks = object_masks(labels, n)
+            valid = masks[:, 0].flatten(2).any(-1)
+            (frame_proposals,) = clip_proposals(frames[:, :2], labels[:, :2], metas, [(index,)], proposal_source, seed)
+            state = model.init_state(frames[:, 0], masks[:, 0], valid)
+            out, _ = model.step(frames[:, 1], frame_proposals, state)
+            real = out.proposal_valid[0] if hasattr(out, "proposal_valid") else torch.ones(out.cost.shape[-1], dtype=bool)
+            right = best_proposal(masks[0, 1], out.proposal_masks[0], min_iou)
+            cosine, cost = out.cosine[0][:, real], out.cost[0][:, real]
+            for i in range(n):
+                j = int(right[i])
+                if not bool(valid[0, i]) or j < 0 or cosine.shape[1] < 2:
+                    continue
+                others = torch.cat([cosine[i, :j], cosine[i, j + 1:]])
+                top1.append(float(cosine[i].argmax() == j))
+                margin.append(float(cosine[i, j] - others.max()))
+                cost_top1.append(float(cost[i].argmin() == j))
+            if examples is None:
+                examples = (cosine[valid[0]].cpu().numpy(), right[valid[0]].cpu().numpy())
+    model.train(was_training)
+    return {"cosine_top1": np.array(top1), "cosine_margin": np.array(margin), "cost_top1": np.array(cost_top1),
+            "examples": examples}
+
+
+def plot_log(log: list[dict], axes=None, smooth: int = 5):
+    """Plot a training log (loss, IoU of the predictions, assignment accuracy) against the step.
+
+    Thin lines are the per-step values, thick ones a running mean over ``smooth`` steps.
+    Returns the matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    steps = np.array([r["step"] for r in log])
+    for ax, key, title in zip(axes, ("loss", "iou", "assignment_accuracy"),
+                              ("training loss", "IoU of the predicted masks", "argmax X_hat = GT-best proposal")):
+        ax.clear()
+        values = np.array([r[key] for r in log], dtype=float)
+        ax.plot(steps, values, color="tab:blue", alpha=0.3, lw=1)
+        if len(values) >= smooth:
+            running = np.convolve(values, np.ones(smooth) / smooth, mode="valid")
+            ax.plot(steps[smooth - 1:], running, color="tab:blue", lw=2)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].figure.tight_layout()
+    return axes[0].figure
