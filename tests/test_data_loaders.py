@@ -1,7 +1,6 @@
 """DAVIS 2017, YouTube-VOS and SegTrack v2 loaders on small fixtures in each real on-disk format."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,60 +8,61 @@ from PIL import Image
 
 from dmmlib.data import DavisDataset
 from dmmlib.data import sequence as sequence_module
+from dmmlib.data.fixtures import write_davis_fixture, write_segtrack_fixture, write_youtube_vos_fixture
 from dmmlib.errors import DMMInputError
 from dmmlib.maskio import write_label_png
 
-H, W = 12, 16
-
-
-def _colour_frame(t):
-    """A flat-coloured frame whose colour encodes ``t``: JPEG keeps flat colours within a few levels."""
-    return np.full((H, W, 3), (20 * t + 10, 200 - 20 * t, 90), np.uint8)
-
-
-def _davis_labels(t):
-    labels = np.zeros((H, W), np.uint8)
-    labels[2:6, 1 + t : 5 + t] = 1
-    labels[7:11, 9:14] = 2
-    labels[0, :] = 255  # a void strip, as DAVIS marks ambiguous pixels
-    return labels
+H, W = 24, 40  # tiny frames: these tests read files, they track nothing
 
 
 def make_davis(root, frames=4, names=("alpha", "beta")):
-    for name in names:
-        for t in range(frames):
-            path = root / "JPEGImages/480p" / name / f"{t:05d}.jpg"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(_colour_frame(t)).save(path, quality=95)
-            write_label_png(root / "Annotations/480p" / name / f"{t:05d}.png", _davis_labels(t))
-    (root / "ImageSets/2017").mkdir(parents=True, exist_ok=True)
-    (root / "ImageSets/2017/val.txt").write_text("".join(f"{n}\n" for n in names))
-    return root
+    return write_davis_fixture(root, sequences=names, frames=frames, size=(H, W), seed=0)
+
+
+def _close_to(read, rendered, mean_levels=12):
+    """A JPEG-compressed textured frame stays near what was rendered (mean absolute error in 8-bit levels)."""
+    return float(np.abs(read.astype(int) - rendered.astype(int)).mean()) <= mean_levels
 
 
 # ---------------------------------------------------------------- DAVIS 2017
 
 
 def test_davis_reads_frames_labels_and_void(tmp_path):
-    dataset = DavisDataset(make_davis(tmp_path), split="val")
+    fixture = make_davis(tmp_path)
+    dataset = DavisDataset(tmp_path, split="val")
     assert dataset.names == ["alpha", "beta"] and len(dataset) == 2
     sequence = dataset.sequence("beta")
+    truth = fixture.video("val", "beta")
     assert len(sequence) == 4 and sequence.annotated_indices == [0, 1, 2, 3]
     assert sequence.object_ids == [1, 2] and all(o.first_frame == 0 for o in sequence.objects)
     labels, void = sequence.annotation(2)
-    expected = _davis_labels(2)
+    expected = truth.labels[2]
+    assert (expected == 255).any() and set(np.unique(expected)) == {0, 1, 2, 255}
     np.testing.assert_array_equal(void, expected == 255)
     np.testing.assert_array_equal(labels, np.where(expected == 255, 0, expected))
     frame = sequence.frame(3)
     assert frame.shape == (H, W, 3) and frame.dtype == np.uint8
-    assert np.abs(frame.astype(int) - _colour_frame(3)).max() <= 4
+    assert _close_to(frame, truth.frames[3]) and not _close_to(frame, truth.frames[3][:, ::-1], 2)
     templates = sequence.templates()
     assert set(templates) == {1, 2} and templates[1][0] == 0
-    np.testing.assert_array_equal(templates[1][1], _davis_labels(0) == 1)
+    np.testing.assert_array_equal(templates[1][1], truth.labels[0] == 1)
+
+
+def test_davis_fixture_moves_and_has_train_and_val(tmp_path):
+    fixture = write_davis_fixture(tmp_path, frames=3, size=(H, W), seed=1)
+    assert sorted(fixture.videos) == ["train", "val"]
+    for split in ("train", "val"):
+        assert DavisDataset(tmp_path, split=split).names == [v.name for v in fixture.videos[split]]
+    video = fixture.videos["val"][0]
+    # the objects move: their masks differ between the first and the last frame
+    assert not np.array_equal(video.labels[0] == 1, video.labels[-1] == 1)
+    again = write_davis_fixture(tmp_path / "again", frames=3, size=(H, W), seed=1)
+    np.testing.assert_array_equal(again.videos["val"][0].frames, video.frames)
 
 
 def test_davis_sequence_streams_one_frame_at_a_time(tmp_path, monkeypatch):
-    sequence = DavisDataset(make_davis(tmp_path, frames=6), split="val").sequence("alpha")
+    make_davis(tmp_path, frames=6)
+    sequence = DavisDataset(tmp_path, split="val").sequence("alpha")
     reads = []
     real = sequence_module.read_frame
     monkeypatch.setattr(sequence_module, "read_frame", lambda path: reads.append(path) or real(path))
@@ -74,7 +74,8 @@ def test_davis_sequence_streams_one_frame_at_a_time(tmp_path, monkeypatch):
 
 
 def test_davis_error_empty_split_and_missing_sequence(tmp_path):
-    root = make_davis(tmp_path)
+    make_davis(tmp_path)
+    root = tmp_path
     (root / "ImageSets/2017/train.txt").write_text("\n\n")
     with pytest.raises(DMMInputError, match=r"train.txt is empty"):
         DavisDataset(root, split="train")
@@ -88,7 +89,8 @@ def test_davis_error_empty_split_and_missing_sequence(tmp_path):
 
 
 def test_davis_error_gap_and_annotation_without_frame(tmp_path):
-    root = make_davis(tmp_path, frames=5)
+    make_davis(tmp_path, frames=5)
+    root = tmp_path
     (root / "JPEGImages/480p/alpha/00002.jpg").unlink()
     with pytest.raises(DMMInputError, match=r"alpha/00002.jpg is missing"):
         DavisDataset(root).sequence("alpha")
@@ -98,12 +100,13 @@ def test_davis_error_gap_and_annotation_without_frame(tmp_path):
 
 
 def test_davis_error_size_mismatch_rgb_png_and_unreadable_frame(tmp_path):
-    root = make_davis(tmp_path)
+    make_davis(tmp_path)
+    root = tmp_path
     write_label_png(root / "Annotations/480p/alpha/00001.png", np.zeros((H + 1, W), np.uint8))
     Image.new("RGB", (W, H), (128, 0, 0)).save(root / "Annotations/480p/alpha/00002.png")
     (root / "JPEGImages/480p/alpha/00003.jpg").write_bytes(b"not a jpeg")
     sequence = DavisDataset(root).sequence("alpha")
-    with pytest.raises(DMMInputError, match=r"alpha/00001.png is 16x13 .* frame .*00001.jpg is 16x12"):
+    with pytest.raises(DMMInputError, match=rf"alpha/00001.png is {W}x{H + 1} .* frame .*00001.jpg is {W}x{H}"):
         sequence.labels(1)
     with pytest.raises(DMMInputError, match=r"alpha/00002.png is a RGB image"):
         sequence.labels(2)
@@ -114,90 +117,67 @@ def test_davis_error_size_mismatch_rgb_png_and_unreadable_frame(tmp_path):
 # ---------------------------------------------------------------- YouTube-VOS
 
 
-def _ytvos_labels(number, entering_at=10):
-    """Object 1 throughout; object 2 from frame ``entering_at`` on (frame numbers are 30 fps names)."""
-    labels = np.zeros((H, W), np.uint8)
-    labels[1:5, 1:6] = 1
-    if number >= entering_at:
-        labels[6:11, 8 + number % 5 : 13 + number % 5] = 2
-    return labels
-
-
-def _write_jpeg(path, t):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(_colour_frame(t % 9)).save(path, quality=95)
-
-
 def make_youtube_vos(root):
-    numbers = [0, 5, 10, 15, 20, 25]
-    objects = {
-        "1": {"category": "cat", "frames": [f"{n:05d}" for n in numbers]},
-        "2": {"category": "dog", "frames": [f"{n:05d}" for n in numbers if n >= 10]},
-    }
-    # train: every 6 fps frame annotated
-    (root / "train").mkdir(parents=True)
-    (root / "train/meta.json").write_text(json.dumps({"videos": {"vid1": {"objects": objects}}}))
-    for n in numbers:
-        _write_jpeg(root / f"train/JPEGImages/vid1/{n:05d}.jpg", n)
-        write_label_png(root / f"train/Annotations/vid1/{n:05d}.png", _ytvos_labels(n))
-    # valid: only each object's first frame annotated, holding only the new object; every frame in valid_all_frames
-    (root / "valid").mkdir(parents=True)
-    (root / "valid/meta.json").write_text(json.dumps({"videos": {"vid1": {"objects": objects}}}))
-    for n in numbers:
-        _write_jpeg(root / f"valid/JPEGImages/vid1/{n:05d}.jpg", n)
-    for n in range(26):
-        _write_jpeg(root / f"valid_all_frames/JPEGImages/vid1/{n:05d}.jpg", n)
-    write_label_png(root / "valid/Annotations/vid1/00000.png", (_ytvos_labels(0) == 1).astype(np.uint8))
-    write_label_png(root / "valid/Annotations/vid1/00010.png", np.where(_ytvos_labels(10) == 2, 2, 0).astype(np.uint8))
-    return root
+    """One video per split: 26 frames at 30 fps (6 at 6 fps), object 2 entering at frame 00010."""
+    return write_youtube_vos_fixture(root, videos=1, frames=26, step=5, entering_at=10, size=(H, W), seed=0)
 
 
 def test_youtube_vos_train_objects_entering_late(tmp_path):
     from dmmlib.data import YouTubeVOSDataset
 
-    dataset = YouTubeVOSDataset(make_youtube_vos(tmp_path), split="train")
-    assert dataset.all_frames_root is None and dataset.names == ["vid1"]
-    sequence = dataset.sequence("vid1")
+    fixture = make_youtube_vos(tmp_path)
+    dataset = YouTubeVOSDataset(tmp_path, split="train")
+    truth = fixture.videos["train"][0]
+    assert dataset.all_frames_root is None and dataset.names == [truth.name]
+    sequence = dataset.sequence(truth.name)
     assert len(sequence) == 6 and sequence.annotated_indices == list(range(6))
-    assert [(o.id, o.first_frame, o.category) for o in sequence.objects] == [(1, 0, "cat"), (2, 2, "dog")]
-    np.testing.assert_array_equal(sequence.labels(3), _ytvos_labels(15))
+    assert [(o.id, o.first_frame) for o in sequence.objects] == [(1, 0), (2, 2)]
+    assert [o.category for o in sequence.objects] == [truth.objects[1][1], truth.objects[2][1]]
+    np.testing.assert_array_equal(sequence.labels(3), truth.labels[3])
+    assert not (sequence.labels(1) == 2).any() and (sequence.labels(2) == 2).any()
     templates = sequence.templates()
     assert templates[2][0] == 2
-    np.testing.assert_array_equal(templates[2][1], _ytvos_labels(10) == 2)
+    np.testing.assert_array_equal(templates[2][1], truth.labels[2] == 2)
 
 
 def test_youtube_vos_valid_uses_all_frames_sibling(tmp_path):
     from dmmlib.data import YouTubeVOSDataset
 
-    root = make_youtube_vos(tmp_path)
+    fixture = make_youtube_vos(tmp_path)
+    root = tmp_path
+    truth = fixture.videos["valid"][0]
     dataset = YouTubeVOSDataset(root, split="valid")
     assert dataset.all_frames_root == root / "valid_all_frames"
-    sequence = dataset.sequence("vid1")
+    sequence = dataset.sequence(truth.name)
     assert len(sequence) == 26 and sequence.annotated_indices == [0, 10]
     assert [(o.id, o.first_frame) for o in sequence.objects] == [(1, 0), (2, 10)]
     templates = sequence.templates()
-    np.testing.assert_array_equal(templates[1][1], _ytvos_labels(0) == 1)
-    np.testing.assert_array_equal(templates[2][1], _ytvos_labels(10) == 2)
-    assert np.abs(sequence.frame(7).astype(int) - _colour_frame(7)).max() <= 4  # an unannotated 30 fps frame
+    np.testing.assert_array_equal(templates[1][1], truth.labels[0] == 1)
+    np.testing.assert_array_equal(templates[2][1], truth.labels[2] == 2)
+    # valid annotations hold only the objects that start there
+    assert set(np.unique(sequence.labels(10))) == {0, 2}
+    assert _close_to(sequence.frame(7), truth.all_frames[7])  # an unannotated 30 fps frame
     records = list(sequence)
     assert len(records) == 26 and records[10].labels is not None and records[9].labels is None
 
-    six_fps = YouTubeVOSDataset(root, split="valid", all_frames_root=False).sequence("vid1")
+    six_fps = YouTubeVOSDataset(root, split="valid", all_frames_root=False).sequence(truth.name)
     assert len(six_fps) == 6 and [(o.id, o.first_frame) for o in six_fps.objects] == [(1, 0), (2, 2)]
 
 
 def test_youtube_vos_errors(tmp_path):
     from dmmlib.data import YouTubeVOSDataset
 
-    root = make_youtube_vos(tmp_path)
-    (root / "valid_all_frames/JPEGImages/vid1/00007.jpg").unlink()
-    with pytest.raises(DMMInputError, match=r"valid_all_frames/JPEGImages/vid1/00007.jpg is missing"):
-        YouTubeVOSDataset(root, split="valid").sequence("vid1")
-    (root / "train/JPEGImages/vid1/00025.jpg").unlink()
-    with pytest.raises(DMMInputError, match=r"annotation .*vid1/00025.png has no frame"):
-        YouTubeVOSDataset(root, split="train").sequence("vid1")
+    fixture = make_youtube_vos(tmp_path)
+    root = tmp_path
+    valid, train = fixture.videos["valid"][0].name, fixture.videos["train"][0].name
+    (root / f"valid_all_frames/JPEGImages/{valid}/00007.jpg").unlink()
+    with pytest.raises(DMMInputError, match=rf"valid_all_frames/JPEGImages/{valid}/00007.jpg is missing"):
+        YouTubeVOSDataset(root, split="valid").sequence(valid)
+    (root / f"train/JPEGImages/{train}/00025.jpg").unlink()
+    with pytest.raises(DMMInputError, match=rf"annotation .*{train}/00025.png has no frame"):
+        YouTubeVOSDataset(root, split="train").sequence(train)
     meta = json.loads((root / "train/meta.json").read_text())
-    meta["videos"]["vid2"] = meta["videos"]["vid1"]
+    meta["videos"]["vid2"] = meta["videos"][train]
     (root / "train/meta.json").write_text(json.dumps(meta))
     with pytest.raises(DMMInputError, match=r"'vid2' is listed in .*meta.json but its frame folder .*vid2 does not exist"):
         YouTubeVOSDataset(root, split="train")
@@ -211,64 +191,42 @@ def test_youtube_vos_errors(tmp_path):
 # ---------------------------------------------------------------- SegTrack v2
 
 
-def _blob(t, obj):
-    mask = np.zeros((H, W), bool)
-    if obj == 1:
-        mask[2:7, 1 + t : 6 + t] = True
-    else:
-        mask[7:11, 10 - t : 15 - t] = True
-    return mask
-
-
 def make_segtrack(root, frames=3):
-    # "bird": .png frames, one object, greyscale 0/255 masks directly in GroundTruth/bird
-    # "penguin": .bmp frames, objects in GroundTruth/penguin/1 (RGB .png) and /2 (greyscale 0/1 .bmp)
-    # "frog": .jpg frames, one object, 1-bit .bmp masks
-    for t in range(frames):
-        for name, ext in (("bird", "png"), ("penguin", "bmp"), ("frog", "jpg")):
-            path = root / f"JPEGImages/{name}/{name}_{t:05d}.{ext}"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(_colour_frame(t)).save(path)
-        gt = root / "GroundTruth"
-        for sub in ("bird", "penguin/1", "penguin/2", "frog"):
-            (gt / sub).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(_blob(t, 1).astype(np.uint8) * 255, mode="L").save(gt / f"bird/bird_{t:05d}.png")
-        rgb = np.repeat(_blob(t, 1)[:, :, None], 3, axis=2).astype(np.uint8) * 255
-        Image.fromarray(rgb, mode="RGB").save(gt / f"penguin/1/penguin_{t:05d}.png")
-        Image.fromarray(_blob(t, 2).astype(np.uint8), mode="L").save(gt / f"penguin/2/penguin_{t:05d}.bmp")
-        Image.fromarray(_blob(t, 2)).convert("1").save(gt / f"frog/frog_{t:05d}.bmp")
-    return root
+    return write_segtrack_fixture(root, frames=frames, size=(H, W), seed=0)
 
 
 def test_segtrack_mixed_formats_single_and_multi_object(tmp_path):
     from dmmlib.data import SegTrackV2Dataset
 
-    dataset = SegTrackV2Dataset(make_segtrack(tmp_path))
+    fixture = make_segtrack(tmp_path)
+    dataset = SegTrackV2Dataset(tmp_path)
     assert dataset.names == ["bird", "frog", "penguin"]
     bird, frog, penguin = (dataset.sequence(n) for n in dataset.names)
     assert len(bird) == len(frog) == len(penguin) == 3
-    np.testing.assert_array_equal(bird.labels(2), _blob(2, 1).astype(np.uint8))
-    np.testing.assert_array_equal(frog.labels(1), _blob(1, 2).astype(np.uint8))
-    expected = np.zeros((H, W), np.uint8)
-    expected[_blob(1, 1)] = 1
-    expected[_blob(1, 2)] = 2
-    np.testing.assert_array_equal(penguin.labels(1), expected)
+    suffixes = {p.suffix for s in (bird, frog, penguin) for p in s.frame_paths}
+    assert suffixes == {".png", ".jpg", ".bmp"}
+    np.testing.assert_array_equal(bird.labels(2), fixture.video("all", "bird").labels[2])
+    np.testing.assert_array_equal(frog.labels(1), fixture.video("all", "frog").labels[1])  # 1-bit .bmp
+    truth = fixture.video("all", "penguin")
+    assert set(np.unique(truth.labels[1])) >= {1, 2}
+    np.testing.assert_array_equal(penguin.labels(1), truth.labels[1])  # RGB .png and 0/1 .bmp combined
     assert penguin.object_ids == [1, 2] and bird.object_ids == [1]
-    assert penguin.frame(0).shape == (H, W, 3) and np.array_equal(penguin.frame(0), _colour_frame(0))  # .bmp is lossless
+    assert penguin.frame(0).shape == (H, W, 3) and np.array_equal(penguin.frame(0), truth.frames[0])  # .bmp is lossless
     assert [r.labels.max() for r in penguin] == [2, 2, 2]
 
 
 def test_segtrack_errors(tmp_path):
     from dmmlib.data import SegTrackV2Dataset
 
-    root = make_segtrack(tmp_path)
-    Image.fromarray(np.zeros((H, W + 2), np.uint8), mode="L").save(root / "GroundTruth/penguin/2/penguin_00001.bmp")
-    with pytest.raises(DMMInputError, match=r"ground truth .*penguin/2/penguin_00001.bmp is 18x12 .* is 16x12"):
+    make_segtrack(tmp_path)
+    root = tmp_path
+    Image.fromarray(np.zeros((H, W + 2), np.uint8)).save(root / "GroundTruth/penguin/2/penguin_00001.bmp")
+    with pytest.raises(DMMInputError, match=rf"ground truth .*penguin/2/penguin_00001.bmp is {W + 2}x{H} .* is {W}x{H}"):
         SegTrackV2Dataset(root).sequence("penguin").labels(1)
     (root / "GroundTruth/penguin/2/penguin_00002.bmp").unlink()
     with pytest.raises(DMMInputError, match=r"object 2 and object 1 do not annotate the same frames"):
         SegTrackV2Dataset(root).sequence("penguin")
-    Image.fromarray(np.zeros((H, W), np.uint8), mode="L").save(root / "GroundTruth/bird/bird_00009.png")
+    Image.fromarray(np.zeros((H, W), np.uint8)).save(root / "GroundTruth/bird/bird_00009.png")
     with pytest.raises(DMMInputError, match=r"ground truth .*bird_00009.png has no frame named bird_00009"):
         SegTrackV2Dataset(root).sequence("bird")
     (root / "JPEGImages/frog/frog_00001.jpg").write_bytes(b"garbage")
@@ -349,15 +307,20 @@ def test_clips_are_deterministic_by_seed(tmp_path):
 def test_clip_keeps_only_objects_of_its_first_frame_and_void(tmp_path):
     from dmmlib.data import ClipSampler, YouTubeVOSDataset
 
-    youtube = YouTubeVOSDataset(make_youtube_vos(tmp_path / "yt"), split="train")
+    fixture = make_youtube_vos(tmp_path / "yt")
+    youtube = YouTubeVOSDataset(tmp_path / "yt", split="train")
     clip = ClipSampler(youtube, clip_length=6, seed=0, augment=None).clip(0)  # the only possible clip
     assert clip.frame_indices == list(range(6)) and clip.object_ids == [1]
-    assert clip.labels.max() == 1 and (clip.labels[3] == 1).sum() == (_ytvos_labels(15) == 1).sum()
+    truth = fixture.videos["train"][0].labels
+    assert (truth[3] == 2).any()  # object 2 is there, but not in the clip's first frame
+    assert clip.labels.max() == 1 and (clip.labels[3] == 1).sum() == (truth[3] == 1).sum()
 
-    davis = DavisDataset(make_davis(tmp_path / "davis"), split="val")
+    davis_fixture = make_davis(tmp_path / "davis")
+    davis = DavisDataset(tmp_path / "davis", split="val")
     clip = ClipSampler(davis, clip_length=2, seed=0, augment=None, max_objects=1).clip(0)
     assert len(clip.object_ids) == 1 and clip.labels.max() == 1
-    np.testing.assert_array_equal(clip.void[0], _davis_labels(0) == 255)
+    expected = davis_fixture.video("val", clip.sequence).labels[clip.frame_indices[0]]
+    np.testing.assert_array_equal(clip.void[0], expected == 255)
 
 
 def test_clip_dataset_gives_batched_torch_tensors(tmp_path):
