@@ -1,6 +1,6 @@
 """How fast is the matching layer (Alg. 1), batched, against one matrix per call and Hungarian?
 
-    python benchmarks/matching.py [--quick] [--device auto] [--batch 256] [--repeats 3]
+    python benchmarks/matching.py [--quick] [--device auto] [--batch 256] [--repeats 3] [--threads 1]
 
 Part 1 times the same B uniform-random 5 x 50 cost matrices (5 templates, 50 proposals, the
 paper's top-50) solved three ways, side by side in one run:
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import torch
@@ -41,15 +42,23 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def best_time(fn, device: torch.device, repeats: int) -> float:
-    """Seconds of the fastest of ``repeats`` runs (the least disturbed by other processes)."""
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+
+
+def best_time(fn, device: torch.device, repeats: int, clock: str) -> float:
+    """Seconds of the fastest of ``repeats`` runs by ``clock``.
+
+    ``"cpu"`` counts only this process's CPU time: on cores shared with other jobs that is what
+    the run would take alone (with one thread); wall time there mostly measures the waiting.
+    On a GPU the work is asynchronous and only ``"wall"`` (after synchronizing) makes sense.
+    """
     best = float("inf")
     for _ in range(repeats):
         _sync(device)
-        start = time.perf_counter()
+        start = CLOCKS[clock]()
         fn()
         _sync(device)
-        best = min(best, time.perf_counter() - start)
+        best = min(best, CLOCKS[clock]() - start)
     return best
 
 
@@ -59,7 +68,15 @@ def forward_backward(cost: torch.Tensor, **kwargs) -> None:
     dmm_match(cost, **kwargs).square().sum().backward()
 
 
-def compare_batched_and_looped(costs: torch.Tensor, device: torch.device, repeats: int) -> list[tuple[str, float]]:
+def warm_up(costs: torch.Tensor) -> None:
+    """First calls pay one-off costs (lazy imports such as scipy.optimize, checkpoint set-up)."""
+    for checkpoint in (False, True):
+        forward_backward(costs[:2], n_grad=2, n_proj=2, checkpoint=checkpoint)
+    hungarian_match(costs[:2])
+
+
+def compare_batched_and_looped(costs: torch.Tensor, device: torch.device, repeats: int,
+                               clock: str) -> list[tuple[str, float]]:
     """Part 1: [(method, seconds for the whole batch)]."""
     n_grad, n_proj = 40, 5
     rows = [
@@ -71,15 +88,14 @@ def compare_batched_and_looped(costs: torch.Tensor, device: torch.device, repeat
          lambda: [forward_backward(c, n_grad=n_grad, n_proj=n_proj) for c in costs]),
         ("Hungarian (scipy), one matrix per call", lambda: hungarian_match(costs)),
     ]
-    with torch.no_grad():
-        dmm_match(costs[:2])  # warm-up: first-call overheads are not the layer's cost
+    warm_up(costs)
     results = []
     for name, fn in rows:
         if "backward" in name:
-            results.append((name, best_time(fn, device, repeats)))
+            results.append((name, best_time(fn, device, repeats, clock)))
         else:
             with torch.no_grad():
-                results.append((name, best_time(fn, device, repeats)))
+                results.append((name, best_time(fn, device, repeats, clock)))
     return results
 
 
@@ -107,12 +123,12 @@ def memory_kept_for_backward(cost: torch.Tensor, device: torch.device, **kwargs)
     return sum(seen.values())
 
 
-def memory_scan(costs: torch.Tensor, device: torch.device, settings, repeats: int) -> list[tuple]:
+def memory_scan(costs: torch.Tensor, device: torch.device, settings, repeats: int, clock: str) -> list[tuple]:
     """Part 2: [(n_grad, n_proj, seconds plain, seconds checkpointed, bytes plain, bytes checkpointed)]."""
     rows = []
     for n_grad, n_proj in settings:
         kwargs = {"n_grad": n_grad, "n_proj": n_proj}
-        seconds = [best_time(lambda: forward_backward(costs, checkpoint=ckpt, **kwargs), device, repeats)
+        seconds = [best_time(lambda: forward_backward(costs, checkpoint=ckpt, **kwargs), device, repeats, clock)
                    for ckpt in (False, True)]
         memory = [memory_kept_for_backward(costs, device, checkpoint=ckpt, **kwargs) for ckpt in (False, True)]
         rows.append((n_grad, n_proj, *seconds, *memory))
@@ -125,22 +141,30 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, ...")
     parser.add_argument("--batch", type=int, default=None, help="problems per batch (default 256; 64 with --quick)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per row, best kept (default 3; 1 quick)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: on shared cores a second thread that gets "
+                             "descheduled stalls every parallel op, making batched times erratic)")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default=None,
+                        help="cpu: process CPU time (default on CPU); wall: wall clock (default on GPU)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # rows appear as they are measured, even into a file
+    torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     batch = args.batch or (64 if args.quick else 256)
     repeats = args.repeats or (1 if args.quick else 3)
+    clock = args.clock or ("wall" if device.type == "cuda" else "cpu")
     generator = torch.Generator().manual_seed(args.seed)
     costs = torch.rand(batch, N_TEMPLATES, N_PROPOSALS, generator=generator).to(device)
 
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"B = {batch} problems of {N_TEMPLATES} x {N_PROPOSALS}, float32, best of {repeats} (wall clock)")
+          f"B = {batch} problems of {N_TEMPLATES} x {N_PROPOSALS}, float32, best of {repeats} by the {clock} clock")
     if hasattr(os, "getloadavg"):
-        # other processes share the cores: the load says how much the times may be inflated
+        # other processes share the cores: the load says how much wall times are inflated
         print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print()
     print("Part 1: the same problems three ways (N_grad = 40, N_proj = 5, the paper's settings)")
-    results = compare_batched_and_looped(costs, device, repeats)
+    results = compare_batched_and_looped(costs, device, repeats, clock)
     reference = {"forward": results[0][1], "forward+backward": results[2][1]}
     print(f"{'method':<50} {'total ms':>10} {'us/problem':>11} {'x batched':>10}")
     for name, seconds in results:
@@ -156,7 +180,7 @@ def main() -> None:
     print(f"Part 2: forward+backward as N_grad x N_proj grows ({memory_name})")
     print(f"{'N_grad':>6} {'N_proj':>6} {'rounds':>7} {'ms plain':>9} {'ms ckpt':>9} {'time x':>7} "
           f"{'MiB plain':>10} {'MiB ckpt':>9} {'memory /':>9}")
-    for n_grad, n_proj, t_plain, t_ckpt, m_plain, m_ckpt in memory_scan(costs, device, settings, repeats):
+    for n_grad, n_proj, t_plain, t_ckpt, m_plain, m_ckpt in memory_scan(costs, device, settings, repeats, clock):
         print(f"{n_grad:>6} {n_proj:>6} {n_grad * n_proj:>7} {t_plain * 1e3:>9.1f} {t_ckpt * 1e3:>9.1f} "
               f"{t_ckpt / t_plain:>7.2f} {m_plain / 2**20:>10.1f} {m_ckpt / 2**20:>9.1f} "
               f"{m_plain / max(m_ckpt, 1):>9.1f}")

@@ -31,7 +31,6 @@ from dmmlib.errors import DMMInputError
 from dmmlib.projections import (  # noqa: F401  (re-exported: the matching API in one place)
     Layout,
     _check_n_iter,
-    _columns_sum_at_most_one,
     _rows_sum_to_one,
     alternating_project,
     check_matrix,

@@ -54,11 +54,13 @@ def lp_optimum(C: np.ndarray) -> float:
 def exact_projection(Y: np.ndarray) -> np.ndarray:
     """argmin ||X - Y||_F over the feasible set of Eq. 3, by SLSQP (not Dykstra)."""
     n, m = Y.shape
+    rows, columns = np.kron(np.eye(n), np.ones((1, m))), np.kron(np.ones((1, n)), np.eye(m))
     constraints = [
-        {"type": "eq", "fun": lambda x: x.reshape(n, m).sum(1) - 1, "jac": lambda x: np.kron(np.eye(n), np.ones((1, m)))},
-        {"type": "ineq", "fun": lambda x: 1 - x.reshape(n, m).sum(0), "jac": lambda x: -np.kron(np.ones((1, n)), np.eye(m))},
+        {"type": "eq", "fun": lambda x: rows @ x - 1, "jac": lambda x: rows},
+        {"type": "ineq", "fun": lambda x: 1 - columns @ x, "jac": lambda x: -columns},
     ]
-    result = minimize(lambda x: 0.5 * ((x - Y.ravel()) ** 2).sum(), np.full(n * m, 1.0 / m), jac=lambda x: x - Y.ravel(),
+    y = Y.ravel()
+    result = minimize(lambda x: 0.5 * ((x - y) ** 2).sum(), np.full(n * m, 1.0 / m), jac=lambda x: x - y,
                       bounds=[(0, None)] * (n * m), constraints=constraints, method="SLSQP",
                       options={"ftol": 1e-14, "maxiter": 1000})
     assert result.success, result.message
@@ -197,7 +199,7 @@ def test_paper_settings_agree_with_hungarian_on_most_problems():
     X_hat = dmm_match(C)
     agree = (X_hat.argmax(-1) == hungarian_match(C).argmax(-1)).all(-1).float().mean().item()
     print(f"paper settings, 200 uniform 5x50 problems: row argmax agrees with Hungarian on {agree:.1%}")
-    assert agree >= 0.75  # measured 80.5% (n = 5 exactly; 90% over n <= 5)
+    assert agree >= 0.75  # measured 79-85% over seeds (n = 5 exactly; about 90% over mixed n <= 5)
 
 
 def test_gradcheck_float64():
@@ -416,7 +418,8 @@ def test_bad_arguments_are_clear_errors():
         (dict(n_grad=0), r"n_grad=0; expected an integer >= 1"),
         (dict(n_proj=2.5), "n_proj=2.5"),
         (dict(variant="fast"), "variant='fast'"),
-        (dict(template_mask=torch.ones(2, 4, dtype=torch.bool)), r"template_mask has shape \[2, 4\]; expected \[2, 3\]"),
+        (dict(template_mask=torch.ones(2, 4, dtype=torch.bool)),
+         r"template_mask has shape \[2, 4\]; expected \[2, 3\]"),
         (dict(proposal_mask=torch.ones(2, 5)), "proposal_mask must have dtype torch.bool"),
         (dict(init=torch.zeros(3, 5)), r"init has shape \[3, 5\]; expected \[2, 3, 5\]"),
         (dict(no_proposal_cost=float("nan")), "no_proposal_cost=nan"),
