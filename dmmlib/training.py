@@ -849,8 +849,11 @@ def props_cache_source(cache, name: str):
 # ----------------------------------------------------------------------------------------------
 
 
+HELD_OUT_CLIPS = {"smoke": 8, "cpu": 24, "gpu": 200}  # clips the chapters measure a model on
+
+
 def matching_margins(model: nn.Module, dataset, proposal_source: ProposalSource, n_clips: int, seed: int = 0,
-                     min_iou: float = 0.5) -> dict:
+                     min_iou: float = 0.5, loss: str = DEFAULT_LOSS) -> dict:
     """How well the cosine part of Eq. 1 (and the whole cost) singles out the right proposal.
 
     For each of the first ``n_clips`` clips of ``dataset``: templates from frame 0, one
@@ -862,12 +865,16 @@ def matching_margins(model: nn.Module, dataset, proposal_source: ProposalSource,
     * ``cosine_margin`` -- ``cos[i, j*] - max_{j != j*} cos[i, j]`` (> 0: separated);
     * ``cost_top1`` -- is ``C[i, j*]`` the smallest cost of the row (cosine and IoU)?
 
-    Returns those as float arrays (one entry per template) plus ``examples``: the first
-    clip's ``(cosine [n, m] of the real proposals and valid templates, right [n])``.
+    Also ``loss``: the mask loss ``loss`` of frame 1, one entry per clip (a held-out
+    loss: the same clips and proposals for every model measured).
+
+    Returns those as float arrays (one entry per template) plus ``examples``: for the
+    first clip with the most objects, ``(cosine [n, m] of its real proposals and valid
+    templates, right [n])``.
     """
     was_training = model.training
     model.eval()
-    top1, margin, cost_top1, examples = [], [], [], None
+    top1, margin, cost_top1, clip_loss, examples = [], [], [], [], None
     with torch.no_grad():
         for index in range(n_clips):
             frames, labels, metas = collate_clips([dataset[index]])
@@ -877,6 +884,7 @@ def matching_margins(model: nn.Module, dataset, proposal_source: ProposalSource,
             (frame_proposals,) = clip_proposals(frames[:, :2], labels[:, :2], metas, [(index,)], proposal_source, seed)
             state = model.init_state(frames[:, 0], masks[:, 0], valid)
             out, _ = model.step(frames[:, 1], frame_proposals, state)
+            clip_loss.append(float(mask_loss(out.logits, masks[:, 1], valid, loss)))
             real = out.proposal_valid[0] if hasattr(out, "proposal_valid") else torch.ones(out.cost.shape[-1], dtype=bool)
             right = best_proposal(masks[0, 1], out.proposal_masks[0], min_iou)
             cosine, cost = out.cosine[0][:, real], out.cost[0][:, real]
@@ -888,11 +896,11 @@ def matching_margins(model: nn.Module, dataset, proposal_source: ProposalSource,
                 top1.append(float(cosine[i].argmax() == j))
                 margin.append(float(cosine[i, j] - others.max()))
                 cost_top1.append(float(cost[i].argmin() == j))
-            if examples is None:
+            if examples is None or int(valid.sum()) > len(examples[1]):
                 examples = (cosine[valid[0]].cpu().numpy(), right[valid[0]].cpu().numpy())
     model.train(was_training)
     return {"cosine_top1": np.array(top1), "cosine_margin": np.array(margin), "cost_top1": np.array(cost_top1),
-            "examples": examples}
+            "loss": np.array(clip_loss), "examples": examples}
 
 
 def plot_log(log: list[dict], axes=None, smooth: int = 5):
