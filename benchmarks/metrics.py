@@ -157,7 +157,7 @@ def main() -> None:
             slow_time = time.perf_counter() - start
             fast_means = [v for o in fast.objects for v in (o.j_stats.mean, o.f_stats.mean)]
             assert np.allclose(fast_means, slow_means, rtol=0, atol=1e-12), (fast_means, slow_means)
-            print(f"first {len(names)} sequences, one process: evaluate_davis {fast_time:.2f} s, "
+            print(f"first {len(names)} sequences, one worker: evaluate_davis {fast_time:.2f} s, "
                   f"naive per-frame {slow_time:.2f} s, ratio {slow_time / fast_time:.1f}x (same J/F means)")
 
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -200,13 +200,6 @@ def evaluate_sequence(job: _SequenceJob) -> list[ObjectScores]:
     return objects
 
 
-def _init_worker() -> None:
-    # One OpenCV thread per process: the pool already uses every core.
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
 def evaluate_davis(
     davis_root: str | os.PathLike,
     results_dir: str | os.PathLike,
@@ -217,8 +210,10 @@ def evaluate_davis(
 ) -> DavisEvaluation:
     """Evaluate a DAVIS-layout results folder like the official semi-supervised evaluation.
 
-    ``workers``: processes over sequences (default: one per core, at most one per
-    sequence; 1 runs in this process). Every folder is checked before any image is
+    ``workers``: threads over sequences (default: one per core, at most one per
+    sequence; 1 runs sequentially). Threads, not processes: PNG decoding, numpy and
+    OpenCV release the GIL, and a forked process pool can deadlock when the parent
+    already runs OpenCV or OpenMP thread pools (as it does inside a test session). Every folder is checked before any image is
     read, so layout errors come at once.
     """
     davis_root = Path(davis_root)
@@ -241,11 +236,8 @@ def evaluate_davis(
                 per_sequence.append(evaluate_sequence(job))
                 bar.update()
         else:
-            # fork (Linux) needs no `if __name__ == "__main__"` guard in the caller's script;
-            # the children use only numpy, Pillow and single-threaded OpenCV, never torch.
-            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-            with multiprocessing.get_context(method).Pool(workers, initializer=_init_worker) as pool:
-                for objects in pool.imap(evaluate_sequence, jobs, chunksize=1):
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for objects in pool.map(evaluate_sequence, jobs):
                     per_sequence.append(objects)
                     bar.update()
     finally:
@@ -331,17 +323,33 @@ def write_json(result: DavisEvaluation, path: str | os.PathLike, force: bool = F
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--davis-root", required=True, help="folder holding JPEGImages/, Annotations/, ImageSets/")
+    parser.add_argument("--dataset", default="davis", choices=("davis", "youtube-vos", "segtrack"),
+                        help="davis: J/F tables (default); youtube-vos: J/F seen/unseen and G on a split with "
+                             "ground truth; segtrack: mIoU* and mIoU-dagger (see dmmlib.benchmarks_real)")
+    parser.add_argument("--davis-root", help="folder holding JPEGImages/, Annotations/, ImageSets/")
+    parser.add_argument("--root", help="dataset root (any --dataset; for davis the same as --davis-root)")
     parser.add_argument("--results", required=True, help="results folder: <seq>/<frame>.png label PNGs")
-    parser.add_argument("--split", default="val", help="ImageSets/2017/<split>.txt (default: val)")
+    parser.add_argument("--split", default="val", help="davis: ImageSets/2017/<split>.txt (default: val); "
+                                                        "youtube-vos: a fully annotated split, e.g. train-val")
     parser.add_argument("--resolution", default="480p", help="image/annotation subfolder (default: 480p)")
     parser.add_argument("--json", metavar="PATH", help="also write every figure at full precision as JSON")
-    parser.add_argument("--workers", type=int, default=None, help="processes over sequences (default: one per core)")
+    parser.add_argument("--workers", type=int, default=None, help="threads over sequences (default: one per core)")
+    parser.add_argument("--seen-categories", help="youtube-vos: file or comma list of seen categories "
+                                                  "(default: those of <root>/<seen-split>/meta.json)")
+    parser.add_argument("--seen-split", default="train", help="youtube-vos: the training split (default: train)")
     parser.add_argument("--force", action="store_true", help="overwrite existing CSV/JSON outputs")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def main(args: argparse.Namespace) -> int:
+    from dmmlib.benchmarks_real import dataset_root, evaluate_main
+
+    if args.davis_root and args.root and args.davis_root != args.root:
+        raise DMMInputError("--davis-root and --root name different folders; pass one of them")
+    args.davis_root = str(dataset_root(args))
+    if args.dataset != "davis":
+        args.root = args.davis_root
+        return evaluate_main(args)
     # Refuse before the (long) evaluation rather than after it.
     for path in csv_paths(args.results, args.split):
         refuse_overwrite(path, args.force, what="results table")

@@ -223,7 +223,7 @@ def test_cli_errors_name_the_file(davis, breaker, words):
     assert not (results / "global_results-val.csv").exists()
 
 
-def test_error_from_a_worker_process_is_a_clear_error(davis):
+def test_error_from_a_worker_thread_is_a_clear_error(davis):
     root, results = davis
     (results / "beta" / "00001.png").unlink()
     with pytest.raises(DMMInputError, match="beta/00001.png"):
