@@ -84,7 +84,8 @@ def warp_clip(frames: np.ndarray, labels: np.ndarray, void: np.ndarray, matrix: 
 class Clip:
     """A training clip (numpy). ``frames`` uint8 ``[T, H, W, 3]``; ``labels`` uint8 ``[T, H, W]`` with the
     clip's objects renumbered 1..K in the order of ``object_ids`` (their ids in the dataset); ``void`` bool
-    ``[T, H, W]``; ``frame_indices`` the frames' indices in ``sequence``."""
+    ``[T, H, W]``; ``frame_indices`` the frames' indices in ``sequence``; ``instances`` uint8 ``[T, H, W]``
+    (the sampler's instance maps, ids as stored, warped like the labels) or None."""
 
     frames: np.ndarray
     labels: np.ndarray
@@ -92,6 +93,7 @@ class Clip:
     sequence: str
     frame_indices: list[int]
     object_ids: list[int]
+    instances: np.ndarray | None = None
 
 
 class ClipSampler:
@@ -102,12 +104,15 @@ class ClipSampler:
     its first frame (at most ``max_objects``, a random subset beyond that);
     objects entering later in the clip are set to background, since the model
     tracks only objects it has a template for. ``size=(H, W)`` resizes every clip;
-    ``augment=None`` switches the affine augmentation off.
+    ``augment=None`` switches the affine augmentation off. ``instances``: a dataset
+    with the same sequences whose labels are instance maps (e.g. ``DavisDataset(root,
+    split, annotations="Instances")`` of the synthetic benchmark); each clip then
+    also carries them, warped like the labels (for proposals of every instance).
     """
 
     def __init__(self, dataset: VOSDataset, clip_length: int, seed: int = 0, size: tuple[int, int] | None = None,
                  augment: AffineAugment | None = AffineAugment(), max_objects: int | None = None,
-                 attempts: int = 20):
+                 attempts: int = 20, instances: VOSDataset | None = None):
         if clip_length < 1:
             raise DMMInputError(f"clip_length={clip_length}; expected at least 1 frame")
         if max_objects is not None and max_objects < 1:
@@ -119,6 +124,7 @@ class ClipSampler:
         self.augment = augment
         self.max_objects = max_objects
         self.attempts = attempts
+        self.instances = instances
         self.names = [n for n in dataset.names if len(dataset.sequence(n).annotated_indices) >= clip_length]
         if not self.names:
             raise DMMInputError(f"no sequence in {dataset!r} has {clip_length} annotated frames; use a shorter clip_length")
@@ -148,21 +154,33 @@ class ClipSampler:
         relabel[present] = np.arange(1, len(present) + 1)
         labels = relabel[raw_labels]
 
+        instances = None
+        if self.instances is not None:  # read before any further draw from rng: clips stay as without it
+            instance_sequence = self.instances.sequence(sequence.name)
+            instances = np.stack([instance_sequence.annotation(i)[0] for i in indices])
+
         in_size = frames.shape[1:3]
         out_size = self.size or in_size
         matrix = resize_matrix(in_size, out_size)
         if self.augment is not None:
             matrix = compose(self.augment.sample(rng, *out_size), matrix)
         if self.augment is not None or out_size != in_size:
+            if instances is not None:  # nearest neighbour, like the labels
+                instances = np.stack([
+                    cv2.warpAffine(m, matrix, (int(out_size[1]), int(out_size[0])), flags=cv2.INTER_NEAREST,
+                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                    for m in instances
+                ])
             frames, labels, void = warp_clip(frames, labels, void, matrix, out_size)
-        return Clip(frames, labels, void, sequence.name, list(indices), present)
+        return Clip(frames, labels, void, sequence.name, list(indices), present, instances)
 
 
 class ClipDataset:
     """A map-style dataset for ``torch.utils.data.DataLoader`` over ``length`` clips of a :class:`ClipSampler`.
 
     Item ``i`` is a dict: ``frames`` float32 ``[T, 3, H, W]`` in [0, 1], ``labels`` int64 ``[T, H, W]``,
-    ``void`` bool ``[T, H, W]``, ``num_objects`` int, ``sequence`` str, ``frame_indices`` int64 ``[T]``.
+    ``void`` bool ``[T, H, W]``, ``num_objects`` int, ``sequence`` str, ``frame_indices`` int64 ``[T]``, and
+    ``instances`` int64 ``[T, H, W]`` when the sampler has instance maps.
     Call :meth:`set_epoch` to draw new clips each epoch, deterministically.
     """
 
@@ -186,7 +204,7 @@ class ClipDataset:
             raise IndexError(f"clip index {index} out of range for {self.length} clips")
         clip = self.sampler.clip(index, epoch=self.epoch)
         frames = torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float().div_(255.0)
-        return {
+        item = {
             "frames": frames.contiguous(),
             "labels": torch.from_numpy(clip.labels.astype(np.int64)),
             "void": torch.from_numpy(clip.void),
@@ -194,3 +212,6 @@ class ClipDataset:
             "sequence": clip.sequence,
             "frame_indices": torch.tensor(clip.frame_indices, dtype=torch.int64),
         }
+        if clip.instances is not None:
+            item["instances"] = torch.from_numpy(clip.instances.astype(np.int64))
+        return item
