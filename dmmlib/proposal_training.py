@@ -36,6 +36,9 @@ class ProposalTrainConfig:
     """Every setting of a proposal-net training run."""
 
     architecture: str = "resnet18_fpn_lite"
+    # starting weights: None (random, from the seed), "coco" (torchvision's COCO Mask R-CNN, resnet50_fpn
+    # only; the paper starts from COCO) or a path to a state dict / checkpoint
+    init_weights: str | None = None
     steps: int = 500
     batch_size: int = 2
     optimizer: str = "adam"  # "adam" or "sgd" (the paper: SGD, lr 0.02, batch 8)
@@ -65,12 +68,13 @@ class ProposalTrainConfig:
 
 
 # smoke: a handful of steps in seconds; cpu: about two minutes on 2 cores at 120 x 216;
-# gpu: the paper's R50-FPN, SGD at the paper's lr 0.02 and batch 8, on 240 x 432 frames.
+# gpu: the paper's R50-FPN from COCO weights (a download; --init-weights FILE offline), SGD at the
+# paper's lr 0.02 and batch 8, on 240 x 432 frames.
 TRAIN_CONFIGS = {
     "smoke": ProposalTrainConfig(steps=6, batch_size=2, warmup_steps=2, checkpoint_every=3),
     "cpu": ProposalTrainConfig(steps=450, batch_size=2, warmup_steps=50, checkpoint_every=150),
     "gpu": ProposalTrainConfig(
-        architecture="resnet50_fpn", steps=20000, batch_size=8, optimizer="sgd", lr=0.02,
+        architecture="resnet50_fpn", init_weights="coco", steps=20000, batch_size=8, optimizer="sgd", lr=0.02,
         warmup_steps=500, checkpoint_every=1000,
     ),
 }
@@ -260,7 +264,7 @@ def train_proposal_net(
         refuse_overwrite(out_path, force, what="proposal-net checkpoint")
 
     torch_device = pick_device(device)
-    net = ProposalNet(config.architecture, seed=seed).to(torch_device)
+    net = ProposalNet(config.architecture, weights=config.init_weights, seed=seed).to(torch_device)
     optimizer = _make_optimizer(net, config)
     sampler = torch.Generator().manual_seed(int(seed))
     losses: dict[str, list[float]] = {}

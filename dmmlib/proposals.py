@@ -830,6 +830,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--out", required=True, help="checkpoint file to write")
     train.add_argument("--profile", choices=("smoke", "cpu", "gpu"), help="settings table (default: $DMM_PROFILE)")
     train.add_argument("--steps", type=int, help="override the profile's number of steps")
+    train.add_argument("--init-weights", help="starting weights: 'coco', 'none' (random) or a state-dict file "
+                       "(default: the profile's)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="auto")
     train.add_argument("--resume", action="store_true", help="continue the checkpoint at --out")
@@ -857,6 +859,8 @@ def main(args: argparse.Namespace) -> int:
         config = train_config_for_profile(args.profile)
         if args.steps is not None:
             config = config.replace(steps=args.steps)
+        if args.init_weights is not None:
+            config = config.replace(init_weights=None if args.init_weights.lower() == "none" else args.init_weights)
         result = train_proposal_net(
             args.data, args.out, config, seed=args.seed, resume=args.resume, force=args.force, device=args.device
         )

@@ -434,3 +434,13 @@ def test_compute_refuses_to_mix_two_networks(benchmark, lite_net, tmp_path):
     assert other.digest() != lite_net.digest()
     with pytest.raises(DMMInputError, match="another network"):
         compute_proposals(benchmark, "val", other, tmp_path / "c", progress=False)
+
+
+def test_training_starts_from_given_weights(benchmark, lite_net, tmp_path):
+    from dmmlib.proposal_training import ProposalTrainConfig, load_checkpoint, train_proposal_net
+
+    torch.save(lite_net.detector.state_dict(), tmp_path / "init.pt")
+    config = ProposalTrainConfig(steps=0, init_weights=str(tmp_path / "init.pt"))
+    train_proposal_net(benchmark, tmp_path / "zero.pt", config, seed=7, progress=False)
+    saved = load_checkpoint(tmp_path / "zero.pt")["model"]
+    assert all(torch.equal(saved[k], v) for k, v in lite_net.detector.state_dict().items())
