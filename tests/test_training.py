@@ -377,3 +377,19 @@ def test_evaluate_model_scores_oracle_tracking_high(smoke_benchmark):
     noisy = training.evaluate_model(model, smoke_benchmark, "val", matcher="hungarian", proposal_noise=4,
                                     proposal_jitter=0.2)
     assert 0 <= noisy["J_M"] < exact["J_M"] and 0 <= noisy["F_M"] <= 1
+
+
+@pytest.mark.slow
+def test_cli_trains_resumes_and_refuses_to_overwrite(tmp_path, smoke_benchmark):
+    def run(*extra):
+        return subprocess.run([sys.executable, "-m", "dmmlib", "train", "--config", str(ROOT / "configs" / "smoke.yaml"),
+                               "--out", str(tmp_path / "run"), "--data", str(smoke_benchmark),
+                               "--set", "batch_size=1", *extra], capture_output=True, text=True, cwd=ROOT)
+
+    first = run("--set", "max_steps=1")
+    assert first.returncode == 0, first.stderr
+    again = run("--set", "max_steps=1")
+    assert again.returncode == 2 and "already exists" in again.stderr
+    resumed = run("--set", "max_steps=2", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert [r["step"] for r in training.read_log(tmp_path / "run")] == [1, 2]
