@@ -16,10 +16,11 @@ Proposals come from one of three *sources* (config key ``proposals``):
 * ``oracle-noisy`` -- :func:`dmmlib.proposals.proposals_from_labels` on the augmented
   labels: one jittered box + mask per object plus ``proposal_noise`` random
   distractors. Needs no proposal network; the smoke, cpu and gpu profiles use it.
-* ``network`` -- a :class:`dmmlib.proposals.ProposalNet` run on every augmented frame.
+* ``network`` -- a :class:`dmmlib.proposals.ProposalNet` (``proposal_weights``: ``"coco"`` or
+  a trained checkpoint) run on every augmented frame; youtube-vos.yaml uses it.
 * ``cache`` -- a :class:`dmmlib.proposals.ProposalCache` filled beforehand by the
   proposal network (``proposal_cache``: its folder). Cached proposals are for the
-  *unaugmented* frames, so this source requires ``augment: false``.
+  *unaugmented* frames, so this source requires ``augment: false``; davis2017.yaml uses it.
 
 Optimiser: Adam, ``lr_pretrained`` (1e-4) for weights loaded from a pretrained
 model and ``lr_random`` (1e-3) for randomly initialised ones, as two parameter groups.
@@ -104,6 +105,7 @@ class TrainConfig:
     proposal_noise: int = 8  # distractor proposals per frame (oracle-noisy)
     proposal_jitter: float = 0.1  # box jitter as a fraction of the box size (oracle-noisy)
     proposal_cache: str | None = None  # folder of a ProposalCache (proposals: cache)
+    proposal_weights: str | None = None  # ProposalNet weights (proposals: network): "coco" or a checkpoint path
     augment: bool = True  # random affine augmentation of the clips
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
@@ -147,6 +149,9 @@ def _check_config(cfg: TrainConfig, source: str) -> None:
     need(isinstance(cfg.proposal_noise, int) and cfg.proposal_noise >= 0, "proposal_noise", "an integer >= 0")
     need(isinstance(cfg.num_workers, int) and cfg.num_workers >= 0, "num_workers", "an integer >= 0")
     need(isinstance(cfg.model, dict), "model", "a mapping of ModelConfig arguments")
+    if cfg.proposals == "network":
+        need(cfg.proposal_weights is not None, "proposal_weights",
+             '"coco" or the path of trained ProposalNet weights when proposals: network (an untrained one proposes noise)')
     if cfg.proposals == "cache":
         need(cfg.proposal_cache is not None, "proposal_cache", "the folder of a ProposalCache when proposals: cache")
         need(not cfg.augment, "augment", "false when proposals: cache (cached proposals fit the unaugmented frames)")
@@ -294,7 +299,7 @@ def make_proposal_source(cfg: TrainConfig, device: torch.device | None = None) -
             )
         return oracle
     if cfg.proposals == "network":
-        net = props.ProposalNet()
+        net = props.ProposalNet(weights=cfg.proposal_weights, profile=cfg.profile).eval()
         if device is not None:
             net = net.to(device)
 

@@ -272,7 +272,8 @@ def test_unknown_config_key_is_named_with_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("line, key", [("loss: l2", "loss"), ("unroll: 0", "unroll"), ("frame_size: [64]", "frame_size"),
-                                       ("proposals: cache\nproposal_cache: x", "augment")])
+                                       ("proposals: cache\nproposal_cache: x", "augment"),
+                                       ("proposals: network", "proposal_weights")])
 def test_bad_config_values_are_named(tmp_path, line, key):
     path = tmp_path / "bad.yaml"
     path.write_text(line + "\n")
