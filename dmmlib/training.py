@@ -636,8 +636,12 @@ def _train(cfg, run_dir, world, device, checkpoint, force, data_root, model, dat
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         step = int(checkpoint["step"])
-        rng = checkpoint["rng"]
-        restore_rng(rng[world.rank] if isinstance(rng, list) else rng)
+        rng = checkpoint["rng"]  # one state per rank when saved by a multi-process run
+        if isinstance(rng, list):
+            # a resume with another number of processes is allowed (the sampler does not depend on it),
+            # but only the same world size continues every rank's RNG exactly
+            rng = rng[world.rank] if world.rank < len(rng) else rng[0]
+        restore_rng(rng)
     if dataset is None:
         dataset = build_dataset(cfg, data_root)
     if proposal_source is None:
