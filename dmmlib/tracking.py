@@ -13,7 +13,12 @@ Conventions (documented choices):
 * A video needs at least two frames: with one frame there is nothing to track,
   and that is reported as a :class:`DMMInputError` rather than silently echoing the mask.
 * Object ids are those of the first mask (any of 1..254, not necessarily
-  contiguous); objects that appear only later are not tracked (DAVIS protocol).
+  contiguous); objects that appear only later are not tracked (DAVIS protocol)
+  unless their masks are given in ``later_masks`` (YouTube-VOS protocol: an
+  object's first annotated frame gives its template). Such an object joins the
+  tracked set at that frame: its template features are computed on that frame,
+  its ConvLSTM memory starts at zero, and the result of that frame holds its
+  given mask; from the next frame on it is matched like every other object.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import argparse
 import os
 import warnings
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -210,6 +215,7 @@ def track(
     progress: bool = True,
     sequence: str | None = None,
     size: tuple[int, int] | None = None,
+    later_masks: Mapping[int, object] | None = None,
 ) -> Iterator[np.ndarray]:
     """Track the objects of ``first_frame_masks`` through ``frames``; yield one uint8 [H, W] label mask per frame.
 
@@ -224,6 +230,9 @@ def track(
     default: the frames' own size. Frames are resized bilinearly, templates by area
     (threshold 1/2, keeping at least each object's densest pixel), proposals by their
     boxes; the logits are resized back, so outputs always have the frames' size.
+    later_masks: ``{frame index >= 1: label mask [H, W] or PNG path}`` giving objects that
+    enter after the first frame; the ids of a mask not tracked yet join at that frame
+    (ids already tracked are ignored there). The first mask may then be empty.
 
     The inputs are checked now (first mask empty or of another size than the frames,
     fewer than two frames, a folder without images: :class:`DMMInputError`); the
@@ -234,7 +243,8 @@ def track(
 
     mask = read_first_mask(first_frame_masks)
     ids = object_ids(mask)
-    if not ids:
+    later = _read_later_masks(later_masks, mask.shape)
+    if not ids and not any(object_ids(m) for m in later.values()):
         raise DMMInputError("first_frame_masks holds no object (only background 0 / void 255); expected at least one object id")
     frame_iter, total, _ = iter_frames(frames)
     first = next(frame_iter, None)
@@ -267,7 +277,59 @@ def track(
         sequence = Path(frames).stem  # a cache is keyed by the video's name
     source = proposal_source(proposals, proposal_net, sequence)
     model = model.to(device).eval()
-    return _run(model, source, mask, ids, first, second, frame_iter, device, progress, total, size)
+    return _run(model, source, mask, ids, first, second, frame_iter, device, progress, total, size, later)
+
+
+def _read_later_masks(later_masks, shape: tuple[int, int]) -> dict[int, np.ndarray]:
+    """``{frame index: uint8 [H, W]}`` from :func:`track`'s ``later_masks``, checked."""
+    if later_masks is None:
+        return {}
+    if not isinstance(later_masks, Mapping):
+        raise DMMInputError(f"later_masks must map frame indices to label masks; got {type(later_masks).__name__}")
+    checked = {}
+    for index, value in later_masks.items():
+        if not isinstance(index, (int, np.integer)) or index < 1:
+            raise DMMInputError(f"later_masks key {index!r}: expected a frame index >= 1 (frame 0 is first_frame_masks)")
+        mask = read_first_mask(value)
+        if mask.shape != tuple(shape):
+            raise DMMInputError(
+                f"later_masks[{index}] has size {mask.shape[0]}x{mask.shape[1]}; expected {shape[0]}x{shape[1]} like the first mask"
+            )
+        checked[int(index)] = mask
+    return checked
+
+
+def add_objects(model, state, frame, masks):
+    """``state`` with the templates ``masks`` [B, k, H, W] of ``frame`` [B, 3, H, W] appended (objects entering late).
+
+    The new objects' features f(r_i) come from ``frame`` (their first annotated frame),
+    their IoU template r_hat_i is their given mask and their ConvLSTM memory is zero;
+    ``state`` may be ``None`` (no object so far). Returns the new TrackState.
+    """
+    import torch
+
+    from dmmlib.model import TrackState
+
+    added = model.init_state(frame, masks)
+    if state is None:
+        return added
+    lstm = None
+    if state.lstm is not None:
+        b, n, k = masks.shape[0], state.template_masks.shape[1], masks.shape[1]
+        lstm = []
+        for hidden, cell in state.lstm:  # [B * n, C, h, w], object-major within each video
+            def grow(t):
+                t = t.view(b, n, *t.shape[1:])
+                return torch.cat([t, t.new_zeros(b, k, *t.shape[2:])], dim=1).flatten(0, 1)
+            lstm.append((grow(hidden), grow(cell)))
+    return TrackState(
+        torch.cat([state.template_features, added.template_features], dim=1),
+        torch.cat([state.template_masks, added.template_masks], dim=1),
+        torch.cat([state.template_valid, added.template_valid], dim=1),
+        torch.cat([state.previous_masks, added.previous_masks], dim=1),
+        lstm,
+        state.frame_index,
+    )
 
 
 def _resized_templates(templates, size):
@@ -279,7 +341,7 @@ def _resized_templates(templates, size):
     return (soft >= peak.clamp(max=0.5)).float()
 
 
-def _run(model, source, mask, ids, first, second, rest, device, progress, total, size) -> Iterator[np.ndarray]:
+def _run(model, source, mask, ids, first, second, rest, device, progress, total, size, later=None) -> Iterator[np.ndarray]:
     from itertools import chain
 
     import torch
@@ -288,7 +350,9 @@ def _run(model, source, mask, ids, first, second, rest, device, progress, total,
 
     from dmmlib.model import labels_from_logits
 
+    later = later or {}
     height, width = mask.shape
+    ids = list(ids)
     lookup = np.array([0] + ids, dtype=np.uint8)  # row index (1-based) -> object id
     given = np.where(mask == VOID_LABEL, 0, mask).astype(np.uint8)
     resize = size is not None and tuple(size) != (height, width)
@@ -297,24 +361,36 @@ def _run(model, source, mask, ids, first, second, rest, device, progress, total,
         tensor = _to_tensor(frame, device)
         return F.interpolate(tensor, size=size, mode="bilinear", antialias=True) if resize else tensor
 
+    def templates_of(label_mask, which):
+        templates = torch.from_numpy(np.stack([label_mask == i for i in which])).to(device).float()[None]
+        return _resized_templates(templates, size) if resize else templates
+
     bar = tqdm(total=total, disable=not progress, unit="frame", desc="track")
     with torch.no_grad():
-        templates = torch.from_numpy(np.stack([mask == i for i in ids])).to(device).float()[None]
-        if resize:
-            templates = _resized_templates(templates, size)
-        state = model.init_state(model_input(first), templates)
+        state = model.init_state(model_input(first), templates_of(mask, ids)) if ids else None
         bar.update(1)
         yield given
         for index, frame in enumerate(chain([second], rest), start=1):
             if frame.shape[:2] != (height, width):
                 raise DMMInputError(f"frame {index} is {frame.shape[0]}x{frame.shape[1]}; expected {height}x{width} like frame 0")
-            frame_proposals = source(index, frame)
-            output, state = model.step(model_input(frame), [frame_proposals], state)
-            logits = output.logits
-            if resize:
-                logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+            if state is not None:
+                frame_proposals = source(index, frame)
+                output, state = model.step(model_input(frame), [frame_proposals], state)
+                logits = output.logits
+                if resize:
+                    logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+                labels = lookup[labels_from_logits(logits, output.present)[0].cpu().numpy()]
+            else:
+                labels = np.zeros((height, width), np.uint8)
+            new_ids = [i for i in object_ids(later[index]) if i not in ids] if index in later else []
+            if new_ids:
+                state = add_objects(model, state, model_input(frame), templates_of(later[index], new_ids))
+                ids += new_ids
+                lookup = np.array([0] + ids, dtype=np.uint8)
+                for i in new_ids:  # an object's first annotated frame: its given mask is the result
+                    labels[later[index] == i] = i
             bar.update(1)
-            yield lookup[labels_from_logits(logits, output.present)[0].cpu().numpy()]
+            yield labels
     bar.close()
 
 

@@ -1,5 +1,8 @@
 """``python -m dmmlib predict``: track every sequence of a DAVIS-layout split and write result PNGs.
 
+``--dataset youtube-vos`` and ``--dataset segtrack`` (with ``--root``) run the same
+tracker on those layouts; see :mod:`dmmlib.benchmarks_real`.
+
 Reads ``<davis-root>/ImageSets/2017/<split>.txt``, and for each sequence the frames
 ``JPEGImages/<resolution>/<seq>/*.jpg`` and the first annotation
 ``Annotations/<resolution>/<seq>/<first frame>.png``; writes
@@ -69,21 +72,36 @@ def predict_split(davis_root, split: str, out_dir, model, proposals_cache=None, 
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--davis-root", required=True, help="root of a DAVIS 2017 layout (e.g. the synthetic benchmark)")
-    parser.add_argument("--split", default="val", help="ImageSets/2017/<split>.txt (default: val)")
-    parser.add_argument("--out", required=True, help="results folder: <out>/<seq>/<frame>.png")
+    parser.add_argument("--dataset", default="davis", choices=("davis", "youtube-vos", "segtrack"),
+                        help="layout of the dataset (default: davis)")
+    parser.add_argument("--davis-root", help="root of a DAVIS 2017 layout (e.g. the synthetic benchmark)")
+    parser.add_argument("--root", help="dataset root (any --dataset; for davis the same as --davis-root)")
+    parser.add_argument("--split", default=None,
+                        help="davis: ImageSets/2017/<split>.txt (default val); youtube-vos: <root>/<split> (default valid)")
+    parser.add_argument("--out", required=True,
+                        help="results folder: <out>/<seq>/<frame>.png (youtube-vos: <out>/Annotations/<video>/<frame>.png)")
     parser.add_argument("--resolution", default="480p", help="subfolder of JPEGImages/ and Annotations/ (default 480p)")
     parser.add_argument("--checkpoint", help="DMMNet checkpoint (default: an untrained model)")
     parser.add_argument("--proposals-cache", help="folder of cached proposals (ProposalCache: <dir>/<seq>/<frame>.pt)")
     parser.add_argument("--proposal-checkpoint", help="ProposalNet weights, for frames not in the cache")
-    parser.add_argument("--sequences", nargs="+", help="only these sequences of the split")
+    parser.add_argument("--sequences", nargs="+", help="only these sequences (videos) of the split")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="run the model at this size (e.g. 255 448)")
+    parser.add_argument("--lam", type=float, help="lambda of Eq. 1 instead of the checkpoint's (Sec. 4.1: 0.9 for SegTrack v2)")
     parser.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, ...")
     parser.add_argument("--force", action="store_true", help="overwrite result PNGs that already exist")
 
 
 def main(args: argparse.Namespace) -> int:
-    plan_split(args.davis_root, args.split, args.out, args.resolution, args.force, args.sequences)  # fail fast
+    from dmmlib.benchmarks_real import dataset_root, plan_dataset, predict_main
+
+    if args.davis_root and args.root and args.davis_root != args.root:
+        raise DMMInputError("--davis-root and --root name different folders; pass one of them")
+    root = dataset_root(args)
+    if args.dataset == "davis":
+        split = args.split or "val"
+        plan_split(root, split, args.out, args.resolution, args.force, args.sequences)  # fail fast
+    else:
+        plan_dataset(args.dataset, root, args.out, args.split or "valid", args.sequences, args.force)
     from dmmlib.proposals import ProposalCache
 
     cache = None
@@ -91,9 +109,16 @@ def main(args: argparse.Namespace) -> int:
         cache = ProposalCache(args.proposals_cache)
         if not cache.root.is_dir():
             raise DMMInputError(f"--proposals-cache {cache.root} is not a folder")
+    if args.lam is not None and not 0.0 <= args.lam <= 1.0:
+        raise DMMInputError(f"--lam {args.lam}; expected a number in [0, 1]")
     model = load_model(args.checkpoint)
+    if args.lam is not None:
+        model.config.lam = float(args.lam)  # read by every step (Eq. 1); the weights do not depend on it
     proposal_net = make_proposal_net(args.proposal_checkpoint, needed=cache is None)
-    written = predict_split(args.davis_root, args.split, args.out, model, cache, proposal_net,
+    if args.dataset != "davis":
+        args.root = str(root)
+        return predict_main(args, model, cache, proposal_net)
+    written = predict_split(root, split, args.out, model, cache, proposal_net,
                             args.resolution, args.device, args.force, args.sequences, size=args.size)
     print(f"wrote results for {len(written)} sequences to {args.out}")
     return 0

@@ -12,7 +12,7 @@ writers produce tiny datasets in those layouts, with frames that look like video
   ``valid/`` (only each object's first frame annotated, holding only that object),
   ``valid_all_frames/`` (every 30 fps frame), a held-out split in the train layout
   (default ``train-val``, as the paper splits YouTube-VOS train, Sec. 4.2) and
-  ``meta.json`` files; one object per video *enters late*, sliding in from the right;
+  ``meta.json`` files; one object per video *enters late*, emerging from behind;
 * :func:`write_segtrack_fixture` -- mixed frame formats (.png, .jpg, .bmp), one
   object's masks directly in ``GroundTruth/<seq>/`` or one numbered folder per
   object, masks as greyscale 0/255 and 0/1, 1-bit .bmp and RGB .png.
@@ -58,8 +58,9 @@ class FixtureVideo:
     labels: np.ndarray
     annotated: list[int]
     objects: dict[int, tuple[int, str | None]]
-    all_frame_names: list[str] | None = None  # YouTube-VOS valid: the 30 fps frames
-    all_frames: np.ndarray | None = None
+    all_frame_names: list[str] | None = None  # YouTube-VOS valid: the 30 fps frames,
+    all_frames: np.ndarray | None = None  # their pixels [T30, H, W, 3]
+    all_labels: np.ndarray | None = None  # and their (unpublished) ground truth [T30, H, W]
 
 
 @dataclass
@@ -80,19 +81,19 @@ class Fixture:
 # ---------------------------------------------------------------------------- rendering
 
 
-def _config(frames: int, size: tuple[int, int], objects: int, distractors: bool):
+def _config(frames: int, size: tuple[int, int], objects: int, distractors: bool, speed: float = 0.02):
     from dmmlib.data.synthetic import SynthConfig
 
     height, width = (int(v) for v in size)
     return SynthConfig(
         frames=frames, height=height, width=width, min_objects=objects, max_objects=objects,
         exit_prob=0.0, occlusion_prob=0.0, distractor_prob=0.5 if distractors else 0.0, max_distractors=1,
-        object_size=(0.35, 0.5), speed=0.03, min_first_visible=0.7,
+        object_size=(0.45, 0.6), speed=speed, min_first_visible=0.7, max_rotation=20.0, scale_change=0.15,
     )
 
 
 def render_clip(frames: int, size: tuple[int, int] = DEFAULT_SIZE, objects: int = 2, seed: int = 0,
-                index: int = 0, distractors: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                index: int = 0, distractors: bool = True, speed: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
     """A short video: frames uint8 ``[T, H, W, 3]`` and labels uint8 ``[T, H, W]`` (objects 1..``objects``).
 
     Objects stay in the frame (no exits, no forced occlusions); with ``distractors``
@@ -102,38 +103,36 @@ def render_clip(frames: int, size: tuple[int, int] = DEFAULT_SIZE, objects: int 
 
     if frames < 2:
         raise DMMInputError(f"frames={frames}; a fixture video needs at least 2 frames")
-    video = render_video(_config(frames, size, objects, distractors), seed=seed, index=index, split="val")
+    video = render_video(_config(frames, size, objects, distractors, speed), seed=seed, index=index, split="val")
     return video.frames, video.labels
 
 
-def _enter_late(frames: np.ndarray, labels: np.ndarray, entering_at: int, seed: int, index: int,
+def _enter_late(frames: np.ndarray, labels: np.ndarray, entering_at: int, step: int, seed: int, index: int,
                 object_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Paste another video's object sliding in from the right edge: invisible before ``entering_at``.
+    """Paste another video's object *behind* the objects of ``labels``, invisible before ``entering_at``.
 
-    The object is shifted right by ``s(t)``: past the edge before ``entering_at``, then
-    half the way to its own place at ``entering_at`` and at its place 3 frames later.
+    It emerges as if from behind something: for ``step`` frames from ``entering_at`` its
+    left quarter (by columns) is hidden, then all of it shows.
     """
     T, H, W = labels.shape
-    other_frames, other_labels = render_clip(T, (H, W), objects=1, seed=seed + 7919, index=index, distractors=False)
+    other_frames, other_labels = render_clip(T, (H, W), objects=1, seed=seed + 7919, index=index,
+                                             distractors=False, speed=_speed(step))
     frames, labels = frames.copy(), labels.copy()
-    for t in range(T):
-        mask = other_labels[t] == 1
-        if not mask.any():
-            continue
-        left = int(np.flatnonzero(mask.any(axis=0))[0])
-        distance = W - left
-        if t < entering_at:
-            continue  # entirely beyond the right edge
-        fraction = max(0.0, 0.5 - 0.5 * (t - entering_at) / 3.0)
-        shift = int(round(fraction * distance))
-        rows, cols = np.nonzero(mask)
-        keep = cols + shift < W
-        rows, cols = rows[keep], cols[keep]
-        frames[t, rows, cols + shift] = other_frames[t, rows, cols]
-        labels[t, rows, cols + shift] = object_id
+    for t in range(entering_at, T):
+        mask = (other_labels[t] == 1) & (labels[t] == 0)
+        if t < entering_at + step and mask.any():
+            cols = np.flatnonzero(mask.any(axis=0))
+            mask[:, : cols[0] + (cols[-1] + 1 - cols[0]) // 4] = False
+        frames[t][mask] = other_frames[t][mask]
+        labels[t][mask] = object_id
     if not (labels[entering_at] == object_id).any():
         raise RuntimeError("the entering object is not visible at its first frame; choose another seed")
     return frames, labels
+
+
+def _speed(step: int) -> float:
+    """Per-frame speed: objects move about as far between two annotated frames as in the DAVIS fixture."""
+    return 0.02 / step
 
 
 def _write_image(path: Path, array: np.ndarray, **options) -> None:
@@ -207,8 +206,8 @@ def write_youtube_vos_fixture(root: str | os.PathLike, videos: int = 2, frames: 
     """A YouTube-VOS 2018/2019 layout under ``root``.
 
     Each video has ``frames`` frames at 30 fps (``00000`` ...); the dataset keeps every
-    ``step``-th (6 fps). Object 1 is there from the first frame; object 2 slides in from
-    the right and first appears at frame ``entering_at`` (a multiple of ``step``), so its
+    ``step``-th (6 fps). Object 1 is there from the first frame; object 2 emerges (three
+    quarters of it, then all) at frame ``entering_at`` (a multiple of ``step``), so its
     template is that frame's mask. Splits written:
 
     * ``train/`` -- every 6 fps frame annotated (all objects), categories from
@@ -235,8 +234,9 @@ def write_youtube_vos_fixture(root: str | os.PathLike, videos: int = 2, frames: 
         meta_videos, written = {}, []
         for v in range(videos):
             name = f"{split.replace('-', '')}{v:02d}"
-            rgb, labels = render_clip(frames, size, objects=1, seed=seed, index=index, distractors=False)
-            rgb, labels = _enter_late(rgb, labels, entering_at, seed, index, object_id=2)
+            rgb, labels = render_clip(frames, size, objects=1, seed=seed, index=index, distractors=False,
+                                      speed=_speed(step))
+            rgb, labels = _enter_late(rgb, labels, entering_at, step, seed, index, object_id=2)
             index += 1
             if split == "train":
                 categories = {1: TRAIN_CATEGORIES[v % 3], 2: TRAIN_CATEGORIES[(v + 1) % 3]}
@@ -267,7 +267,7 @@ def write_youtube_vos_fixture(root: str | os.PathLike, videos: int = 2, frames: 
                 all_stems = [f"{t:05d}" for t in range(frames)]
                 for t, stem in enumerate(all_stems):
                     _write_jpeg(root / "valid_all_frames" / "JPEGImages" / name / f"{stem}.jpg", rgb[t])
-                video.all_frame_names, video.all_frames = all_stems, rgb
+                video.all_frame_names, video.all_frames, video.all_labels = all_stems, rgb, labels
             written.append(video)
         atomic_write_text(root / split / "meta.json", json.dumps({"videos": meta_videos}, indent=1))
         fixture.videos[split] = written
@@ -330,3 +330,41 @@ def write_segtrack_fixture(root: str | os.PathLike, frames: int = 5, size: tuple
                                    {i: (f, None) for i, f in first.items()}))
     fixture.videos["all"] = videos
     return fixture
+
+
+# ---------------------------------------------------------------------------- oracle checks
+
+
+def write_oracle_proposals(fixture: Fixture, cache_root: str | os.PathLike, split: str, noise: int = 3,
+                           seed: int = 0, all_frames: bool = True) -> Path:
+    """Fill a :class:`dmmlib.proposals.ProposalCache` with "oracle" proposals cut from the fixture's ground truth.
+
+    One proposal per object and frame (its exact mask) plus ``noise`` random distractors,
+    keyed by frame *name*; YouTube-VOS ``valid`` videos get every 30 fps frame when
+    ``all_frames``. Paired with :func:`write_oracle_checkpoint`, a tracker that works
+    reproduces the ground truth, so the prediction and scoring commands must score 1:
+    a check of the plumbing (layouts, names, late objects), not of a learned model.
+    """
+    from dmmlib.proposals import ProposalCache, proposals_from_labels
+
+    cache = ProposalCache(cache_root)
+    for v, video in enumerate(fixture.videos[split]):
+        if all_frames and video.all_labels is not None:
+            names, labels = video.all_frame_names, video.all_labels
+        else:
+            names, labels = video.frame_names, video.labels
+        for t, (name, label) in enumerate(zip(names, labels)):
+            label = np.where(label == VOID_LABEL, 0, label).astype(np.uint8)
+            rng = np.random.default_rng([seed, v, t])
+            cache.put(video.name, name, proposals_from_labels(label, n_noise=noise, rng=rng))
+    return cache.root
+
+
+def write_oracle_checkpoint(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """A DMMNet checkpoint that follows oracle proposals exactly: Eq. 1 driven by IoU (lambda 0.99), no refinement.
+
+    A template whose best proposal overlaps its last mask by IoU < 0.3 counts as absent in that frame."""
+    from dmmlib.model import DMMNet, default_config, save_checkpoint
+
+    model = DMMNet(default_config("smoke", lam=0.99, refine=False, no_proposal_cost=-0.3))
+    return save_checkpoint(path, model, overwrite=overwrite)
