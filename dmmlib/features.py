@@ -34,6 +34,7 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d, roi_align
 
 from dmmlib.errors import DMMInputError
+from dmmlib.fileio import load_torch_file
 from dmmlib.profiles import by_profile
 
 # The four ResNet stages (conv2_x .. conv5_x in the ResNet paper's names).
@@ -73,12 +74,7 @@ def _load_weights(net: nn.Module, backbone: str, weights: str | os.PathLike | No
         source = str(enum)
     else:
         path = Path(weights)
-        if not path.is_file():
-            raise DMMInputError(f"weights file {path} does not exist; expected a torchvision {backbone} state_dict")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise DMMInputError(f"weights file {path} is not a readable torch file: {error}") from None
+        state = load_torch_file(path, f"weights file (a torchvision {backbone} state_dict)")
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise DMMInputError(f"weights file {path} does not hold a state_dict (a dict of tensors)")
         source = str(path)

@@ -365,16 +365,7 @@ def miou_per_frame(ious) -> float:
     per video); frames of all videos are pooled, each frame weighing 1. Frames
     where no instance counts are skipped.
     """
-    frame_means = []
-    for table in _iou_tables(ious):
-        counted = ~np.isnan(table)
-        has_any = counted.any(axis=0)
-        sums = np.where(counted, table, 0.0).sum(axis=0)
-        frame_means.append(sums[has_any] / counted.sum(axis=0)[has_any])
-    values = np.concatenate(frame_means)
-    if values.size == 0:
-        raise DMMInputError("no (instance, frame) pair counts; mIoU* is undefined")
-    return float(values.mean())
+    return _pooled_mean_of_means(ious, axis=0, name="mIoU*")
 
 
 def miou_per_instance(ious) -> float:
@@ -384,13 +375,23 @@ def miou_per_instance(ious) -> float:
     instances of all videos are pooled, each weighing 1. Instances that count in
     no frame are skipped.
     """
-    instance_means = []
+    return _pooled_mean_of_means(ious, axis=1, name="mIoU†")
+
+
+def _pooled_mean_of_means(ious, axis: int, name: str) -> float:
+    """Mean over the pooled groups of the mean of the counted IoUs in each group.
+
+    ``[K, T]`` tables: ``axis=0`` groups by frame (mean over instances first), ``axis=1`` by
+    instance (mean over frames first). NaN marks a pair that does not count; a group with
+    no counted pair is skipped.
+    """
+    group_means = []
     for table in _iou_tables(ious):
         counted = ~np.isnan(table)
-        has_any = counted.any(axis=1)
-        sums = np.where(counted, table, 0.0).sum(axis=1)
-        instance_means.append(sums[has_any] / counted.sum(axis=1)[has_any])
-    values = np.concatenate(instance_means)
+        has_any = counted.any(axis=axis)
+        sums = np.where(counted, table, 0.0).sum(axis=axis)
+        group_means.append(sums[has_any] / counted.sum(axis=axis)[has_any])
+    values = np.concatenate(group_means)
     if values.size == 0:
-        raise DMMInputError("no (instance, frame) pair counts; mIoU† is undefined")
+        raise DMMInputError(f"no (instance, frame) pair counts; {name} is undefined")
     return float(values.mean())

@@ -49,7 +49,7 @@ from torch import nn
 from dmmlib.cost import LAMBDA_DAVIS, PADDING_COST, matching_cost
 from dmmlib.errors import DMMInputError
 from dmmlib.features import LEVELS, FeatureExtractor, default_backbone, masks_to_boxes
-from dmmlib.fileio import atomic_path, refuse_overwrite
+from dmmlib.fileio import atomic_path, load_torch_file, refuse_overwrite
 from dmmlib.profiles import by_profile
 from dmmlib.refinement import LSTMState, RefinementHead
 
@@ -400,12 +400,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     Raises DMMInputError for a missing, unreadable, foreign or incompatible file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DMMInputError(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:
-        raise DMMInputError(f"checkpoint {path} is not a readable torch file (corrupt or truncated?): {error}") from None
+    payload = load_torch_file(path, "checkpoint", map_location)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise DMMInputError(f"checkpoint {path} is not a DMM-Net checkpoint (expected format={CHECKPOINT_FORMAT!r})")
     if payload.get("version") != CHECKPOINT_VERSION:

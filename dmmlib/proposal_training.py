@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from dmmlib.errors import DMMInputError
-from dmmlib.fileio import atomic_path, atomic_write_text, refuse_overwrite
+from dmmlib.fileio import atomic_path, atomic_write_text, load_torch_file, refuse_overwrite
 from dmmlib.profiles import by_profile
 from dmmlib.proposals import CHECKPOINT_FORMAT, ProposalNet, frame_paths, read_frame_rgb, split_sequences
 
@@ -187,12 +187,7 @@ def loss_log_path(checkpoint: str | os.PathLike) -> Path:
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """A proposal-net training checkpoint (``torch.load(weights_only=True)``), checked."""
     path = Path(path)
-    if not path.is_file():
-        raise DMMInputError(f"proposal-net checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise DMMInputError(f"proposal-net checkpoint {path} is not readable: {error}") from None
+    state = load_torch_file(path, "proposal-net checkpoint")
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise DMMInputError(f"{path} is not a proposal-net checkpoint (expected format {CHECKPOINT_FORMAT!r})")
     return state

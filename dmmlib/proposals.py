@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from dmmlib.errors import DMMInputError
-from dmmlib.fileio import atomic_path
+from dmmlib.fileio import atomic_path, load_torch_file
 
 DEFAULT_MASK_SIZE = 28  # Mask R-CNN's mask head resolution (He et al. 2017), as in the paper's proposal net
 TOP_K = 50  # "We only keep the top-50 proposals based on their scores" (Sec. 3)
@@ -182,12 +182,7 @@ class FrameProposals:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FrameProposals":
         path = Path(path)
-        if not path.is_file():
-            raise DMMInputError(f"proposal file {path} does not exist")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises several types for truncated/foreign files
-            raise DMMInputError(f"proposal file {path} is not readable as a FrameProposals file: {error}") from None
+        state = load_torch_file(path, "proposal file")
         return cls.from_state_dict(state, source=f"proposal file {path}")
 
 
@@ -447,12 +442,7 @@ def _predictor_keys(key: str) -> bool:
 
 def _read_weights_file(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
     """The state dict in ``path`` (a plain state dict or a dmmlib checkpoint) and, for a checkpoint, its architecture."""
-    if not path.is_file():
-        raise DMMInputError(f"proposal-net weights file {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise DMMInputError(f"proposal-net weights file {path} is not a readable torch state dict: {error}") from None
+    state = load_torch_file(path, "proposal-net weights file")
     architecture = None
     if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
         architecture, state = state.get("architecture"), state.get("model")

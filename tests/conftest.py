@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
+# Debian's browser; DMM_CHROMIUM names another Chromium binary (e.g. /usr/bin/chromium-browser).
+CHROMIUM = Path(os.environ.get("DMM_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -24,14 +25,19 @@ def require_chromium() -> Path:
     return CHROMIUM
 
 
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """The browser binary, checked before any slow setup so a missing one fails at once."""
+    return require_chromium()
+
+
 @pytest.fixture
-def offline_page():
+def offline_page(chromium):
     """A Playwright page in headless Chromium that may load nothing but file:// and data: URLs.
 
     Yields ``(page, problems)``; ``problems`` collects blocked requests and JavaScript errors,
     which a test should assert empty.
     """
-    chromium = require_chromium()
     from playwright.sync_api import sync_playwright
 
     problems: list[str] = []

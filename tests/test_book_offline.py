@@ -34,8 +34,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools" / "offline_assets"))
 from book_guards import ResourceScanner, find_external_resources, is_external  # noqa: E402
-# Debian's browser; DMM_CHROMIUM names another Chromium binary (e.g. /usr/bin/chromium-browser).
-CHROMIUM = Path(os.environ.get("DMM_CHROMIUM", "/usr/bin/chromium"))
+from conftest import CHROMIUM_ARGS  # noqa: E402
 CHAPTER = "book/00_how_to_use"
 WIDGET_PAGE = "book/widget_fixture"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}  # what the browser may fetch from
@@ -148,21 +147,6 @@ def server(built_book):
     httpd.server_close()
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    """Checked before the (slow) book build, so a missing browser fails at once."""
-    if os.environ.get("DMM_SKIP_BROWSER") == "1":
-        pytest.skip("DMM_SKIP_BROWSER=1: headless-browser check skipped on request")
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (`make test` does it: "
-                    "apt-get install chromium) or set DMM_SKIP_BROWSER=1 to skip this check")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        pytest.fail("the python package playwright is missing: pip install -e '.[test]'")
-    return CHROMIUM
-
-
 # pydata-sphinx-theme logs this with console.error on a first visit (no stored light/dark choice).
 BENIGN_CONSOLE = ("Got invalid theme mode",)
 
@@ -201,8 +185,7 @@ def test_book_reads_offline_in_headless_chromium(chromium, server, tmp_path):
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=str(chromium),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+            args=CHROMIUM_ARGS,
         )
         try:
             context = browser.new_context(viewport={"width": 1280, "height": 900})
