@@ -59,7 +59,7 @@ import torch.nn as nn
 
 from dmmlib import distributed
 from dmmlib.errors import DMMInputError
-from dmmlib.fileio import atomic_path, atomic_write_text
+from dmmlib.fileio import atomic_path, atomic_write_text, load_torch_file
 from dmmlib.losses import DEFAULT_LOSS, LOSSES, assignment_loss, best_proposal, mask_iou, mask_loss
 from dmmlib.profiles import PROFILES, active_profile, by_profile
 
@@ -499,10 +499,7 @@ def checkpoint_paths(run_dir: str | os.PathLike) -> list[Path]:
 def load_training_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Load a training checkpoint with ``weights_only=True``; a foreign or broken file is a DMMInputError."""
     path = Path(path)
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises several types for truncated/foreign files
-        raise DMMInputError(f"checkpoint {path} is not readable: {error}") from None
+    state = load_torch_file(path, "training checkpoint", map_location)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise DMMInputError(f"checkpoint {path} is not a dmmlib training checkpoint (format {CHECKPOINT_FORMAT})")
     return state
