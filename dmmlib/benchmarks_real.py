@@ -396,12 +396,12 @@ PAPER_DATASET_FACTS = [
 
 # Sizes of the generated fixtures and of the tiny runs, per profile (the chapter reads them from here).
 CHAPTER_SETTINGS = {
-    "smoke": {"davis": {"sequences": {"train": ["train-a"], "val": ["val-a"]}, "frames": 4},
-              "youtube_vos": {"videos": 1, "frames": 16, "entering_at": 10},
-              "segtrack": {"frames": 3}, "size": (64, 112), "proposal_steps": 1, "train_steps": 1},
-    "cpu": {"davis": {"sequences": {"train": ["train-a", "train-b"], "val": ["val-a", "val-b"]}, "frames": 6},
-            "youtube_vos": {"videos": 2, "frames": 26, "entering_at": 10},
-            "segtrack": {"frames": 5}, "size": (64, 112), "proposal_steps": 4, "train_steps": 4},
+    "smoke": {"davis": {"sequences": {"train": ["train-a"], "val": ["val-a"]}, "frames": 3},
+              "youtube_vos": {"videos": 1, "frames": 11, "entering_at": 5},
+              "segtrack": {"frames": 3}, "size": (48, 80), "proposal_steps": 1, "train_steps": 1},
+    "cpu": {"davis": {"sequences": {"train": ["train-a"], "val": ["val-a", "val-b"]}, "frames": 5},
+            "youtube_vos": {"videos": 1, "frames": 21, "entering_at": 10},
+            "segtrack": {"frames": 4}, "size": (64, 112), "proposal_steps": 2, "train_steps": 2},
     "gpu": {"davis": {"sequences": {"train": ["train-a", "train-b"], "val": ["val-a", "val-b"]}, "frames": 10},
             "youtube_vos": {"videos": 2, "frames": 41, "entering_at": 10},
             "segtrack": {"frames": 8}, "size": (128, 224), "proposal_steps": 20, "train_steps": 20},
@@ -433,3 +433,115 @@ def real_dataset_status(data_root=None) -> dict[str, dict]:
         status[name] = {"path": path, "present": marker.exists(),
                         "detail": f"found {marker}" if marker.exists() else f"no {marker}"}
     return status
+
+
+def pipeline_commands(dataset: str, root, work, tiny: dict | None = None, proposal_net=None,
+                      davis_checkpoint=None) -> list[tuple[str, list[str]]]:
+    """The commands that reproduce one benchmark, in order: ``[(step, argv after "python -m dmmlib")]``.
+
+    ``root``: the dataset folder; ``work``: where checkpoints, caches and results go.
+    ``tiny``: ``{"proposal_steps", "train_steps", "size": (H, W)}`` adds the overrides that
+    make the same commands run in seconds on a fixture (the chapter runs them so);
+    ``None`` gives the full-size commands (on several GPUs, :func:`shell_line` puts the
+    training step under torchrun). ``proposal_net``: the proposal-net checkpoint that
+    YouTube-VOS and SegTrack v2 use (``proposals train`` reads the DAVIS layout only; default
+    ``<work>/proposal_net.pt``); ``davis_checkpoint``: the DAVIS-trained DMMNet that SegTrack
+    v2 is run with, as in the paper.
+    """
+    root, work = str(root), Path(work)
+    config_dir = Path(__file__).resolve().parents[1] / "configs"
+    net = str(proposal_net if proposal_net is not None else work / "proposal_net.pt")
+    small = tiny is not None
+    train_set = []
+    if small:
+        height, width = tiny["size"]
+        train_set = ["--set", "profile=smoke", "--set", f"frame_size=[{height},{width}]", "--set", "max_objects=2",
+                     "--set", "clips_per_epoch=1", "--set", "batch_size=1", "--set", f"max_steps={tiny['train_steps']}",
+                     "--set", "num_workers=0", "--set", "device=cpu", "--set", "model.backbone=resnet18",
+                     "--set", "model.refine_width=8", "--set", "checkpoint_every=1"]
+    steps = ["--steps", str(tiny["proposal_steps"])] if small else ["--profile", "gpu"]
+    if dataset == "davis":
+        cache = str(work / "proposals")
+        cmds = [("proposal net", ["proposals", "train", "--data", root, "--out", net, *steps]),
+                ("proposals (train)", ["proposals", "compute", "--data", root, "--split", "train", "--checkpoint", net,
+                                       "--cache", cache]),
+                ("proposals (val)", ["proposals", "compute", "--data", root, "--split", "val", "--checkpoint", net,
+                                     "--cache", cache]),
+                ("proposal recall", ["proposals", "recall", "--data", root, "--split", "val", "--cache", cache]),
+                ("train", ["train", "--config", str(config_dir / "davis2017.yaml"), "--data", root,
+                           "--out", str(work / "run"), "--set", f"proposal_cache={cache}", *train_set]),
+                ("predict", ["predict", "--davis-root", root, "--split", "val", "--out", str(work / "results"),
+                             "--checkpoint", str(work / "run/model.pt"), "--proposals-cache", cache]),
+                ("evaluate", ["evaluate", "--davis-root", root, "--split", "val", "--results", str(work / "results")])]
+    elif dataset == "youtube-vos":
+        size = ["--size", "255", "448"] if not small else []
+        # on a fixture: no ImageNet or COCO download; the proposal net of the DAVIS run proposes inside training
+        extra = ["--set", "backbone_weights=null", "--set", f"proposal_weights={net}"] if small else []
+        cmds = [("train", ["train", "--config", str(config_dir / "youtube-vos.yaml"), "--data", root,
+                           "--out", str(work / "run"), *train_set, *extra]),
+                ("predict (valid, for the server)", ["predict", "--dataset", "youtube-vos", "--root", root,
+                                                     "--split", "valid", "--out", str(work / "valid"),
+                                                     "--checkpoint", str(work / "run/model.pt"),
+                                                     "--proposal-checkpoint", net, *size]),
+                ("predict (held-out split)", ["predict", "--dataset", "youtube-vos", "--root", root,
+                                              "--split", "train-val", "--out", str(work / "train-val"),
+                                              "--checkpoint", str(work / "run/model.pt"),
+                                              "--proposal-checkpoint", net, *size]),
+                ("evaluate (held-out split)", ["evaluate", "--dataset", "youtube-vos", "--root", root,
+                                               "--split", "train-val", "--results", str(work / "train-val")])]
+    elif dataset == "segtrack":
+        cmds = [("predict", ["predict", "--dataset", "segtrack", "--root", root, "--out", str(work / "results"),
+                             "--checkpoint", str(davis_checkpoint), "--proposal-checkpoint", net,
+                             "--lam", "0.9"]),
+                ("evaluate", ["evaluate", "--dataset", "segtrack", "--root", root, "--results",
+                              str(work / "results")])]
+    else:
+        raise DMMInputError(f"dataset={dataset!r}; expected one of {', '.join(DATASETS)}")
+    return cmds
+
+
+def shell_line(argv: list[str], gpus: int = 1) -> str:
+    """``python -m dmmlib ...`` as one shell line; training on several GPUs goes through torchrun."""
+    import shlex
+
+    head = ["torchrun", f"--nproc_per_node={gpus}", "-m", "dmmlib"] if gpus > 1 and argv[0] == "train" \
+        else ["python", "-m", "dmmlib"]
+    repo = str(Path(__file__).resolve().parents[1]) + "/"
+    return " ".join(shlex.quote(a.replace(repo, "")) for a in head + argv)
+
+
+def run_command(argv: list[str], in_process: bool = False, cwd=None, show_tail: int = 12) -> dict:
+    """Run ``python -m dmmlib ARGV``; raise if its exit status is not 0.
+
+    ``in_process``: through :func:`dmmlib.cli.main` in this interpreter (same parser, same
+    code; saves the ~5 s start of a new Python with torch), else as a subprocess.
+    Prints the command and the last ``show_tail`` lines of its output; returns
+    ``{"argv", "seconds", "output"}``.
+    """
+    import contextlib
+    import io
+    import subprocess
+    import sys
+    import time
+
+    argv = [str(a) for a in argv]
+    print("$", shell_line(argv))
+    start = time.perf_counter()
+    if in_process:
+        from dmmlib.cli import main as cli_main
+
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+            code = cli_main(argv)
+        output = buffer.getvalue()
+    else:
+        done = subprocess.run([sys.executable, "-m", "dmmlib", *argv], cwd=cwd, capture_output=True, text=True)
+        code, output = done.returncode, done.stdout + done.stderr
+    seconds = time.perf_counter() - start
+    lines = [line for line in output.replace("\r", "\n").splitlines() if line.strip() and "it/s]" not in line
+             and "s/it]" not in line and "UserWarning" not in line and "warnings.warn" not in line]
+    for line in lines[-show_tail:]:
+        print("   ", line)
+    if code != 0:
+        raise RuntimeError(f"command failed with exit status {code}: {shell_line(argv)}\n{output[-3000:]}")
+    return {"argv": argv, "seconds": seconds, "output": output}
