@@ -538,8 +538,11 @@ def run_command(argv: list[str], in_process: bool = False, cwd=None, show_tail: 
         done = subprocess.run([sys.executable, "-m", "dmmlib", *argv], cwd=cwd, capture_output=True, text=True)
         code, output = done.returncode, done.stdout + done.stderr
     seconds = time.perf_counter() - start
-    lines = [line for line in output.replace("\r", "\n").splitlines() if line.strip() and "it/s]" not in line
-             and "s/it]" not in line and "UserWarning" not in line and "warnings.warn" not in line]
+    import re
+
+    bar = re.compile(r"\d+%\|")  # tqdm progress bars
+    lines = [line for line in output.replace("\r", "\n").splitlines() if line.strip() and not bar.search(line)
+             and "UserWarning" not in line and "warnings.warn" not in line]
     for line in lines[-show_tail:]:
         print("   ", line)
     if code != 0:
