@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 
 from dmmlib import __version__
@@ -10,13 +11,15 @@ from dmmlib.profiles import PROFILE_ENV_VAR, active_profile
 
 
 def pick_device(device: str = "auto") -> "torch.device":  # noqa: F821
-    """Resolve ``"auto"`` to CUDA, then Apple MPS, then CPU; pass other names through."""
+    """Resolve ``"auto"`` to CUDA (``cuda:$LOCAL_RANK`` under torchrun), then Apple MPS, then CPU; pass other names through."""
     import torch
 
     if device != "auto":
         return torch.device(device)
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        # under torchrun each process owns the GPU of its LOCAL_RANK, not GPU 0
+        local_rank = os.environ.get("LOCAL_RANK")
+        return torch.device("cuda", int(local_rank)) if local_rank and local_rank.isdigit() else torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
         return torch.device("mps")
