@@ -1,9 +1,10 @@
-"""Shared fixtures: a headless Chromium page for tests of interactive HTML."""
+"""Shared fixtures: one torch thread for model tests, and a headless Chromium page for tests of interactive HTML."""
 
 import os
 from pathlib import Path
 
 import pytest
+import torch
 
 # Debian's browser; DMM_CHROMIUM names another Chromium binary (e.g. /usr/bin/chromium-browser).
 CHROMIUM = Path(os.environ.get("DMM_CHROMIUM", "/usr/bin/chromium"))
@@ -61,3 +62,12 @@ def offline_page(chromium):
             yield page, problems
         finally:
             browser.close()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread: on a shared 2-core machine torch's pool spins and small ops get several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -48,13 +48,8 @@ def oracle(labels, n_noise=4):
 
 
 @pytest.fixture(autouse=True)
-def seeded_single_thread():
-    # One thread: the test machine's cores are shared, and torch's thread pool then spins.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def seeded_single_thread(one_torch_thread):
     torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_shapes_and_dtypes_with_padding():

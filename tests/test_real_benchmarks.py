@@ -31,12 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
-def single_thread(monkeypatch):
+def smoke_profile_one_thread(monkeypatch, one_torch_thread):
     monkeypatch.setenv("DMM_PROFILE", "smoke")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def iou(a, b) -> float:
