@@ -16,6 +16,7 @@ import argparse
 from pathlib import Path
 
 from dmmlib.errors import DMMInputError
+from dmmlib.maskio import read_label_png
 from dmmlib.tracking import (
     image_files,
     load_model,
@@ -59,14 +60,28 @@ def plan_split(davis_root, split: str, out_dir, resolution: str = "480p", force:
 def predict_split(davis_root, split: str, out_dir, model, proposals_cache=None, proposal_net=None,
                   resolution: str = "480p", device: str = "auto", force: bool = False,
                   sequences: list[str] | None = None, progress: bool = True,
-                  size: tuple[int, int] | None = None) -> list[str]:
-    """Track each sequence of ``split`` into ``out_dir/<seq>/``; returns the sequences written."""
+                  size: tuple[int, int] | None = None, online_steps: int = 0) -> list[str]:
+    """Track each sequence of ``split`` into ``out_dir/<seq>/``; returns the sequences written.
+
+    ``online_steps > 0`` is the paper's online learning (Sec. 4.1): before tracking a video, a
+    copy of ``model`` is fine-tuned for that many steps on warped copies of its first frame
+    and annotation (:func:`dmmlib.online.online_finetune`); ``model`` itself is not changed.
+    """
     from tqdm.auto import tqdm
 
+    if isinstance(online_steps, bool) or not isinstance(online_steps, int) or online_steps < 0:
+        raise DMMInputError(f"online_steps={online_steps!r}; expected an integer >= 0")
     plan = plan_split(davis_root, split, out_dir, resolution, force, sequences)
     for seq, frames_dir, annotation in tqdm(plan, desc=f"predict {split}", unit="video", disable=not progress):
-        labels = track(frames_dir, annotation, model=model, proposals=proposals_cache, proposal_net=proposal_net,
-                       device=device, progress=False, sequence=seq, size=size)
+        video_model = model
+        if online_steps:
+            from dmmlib.data.images import read_frame
+            from dmmlib.online import online_finetune
+
+            first_frame = read_frame(image_files(frames_dir)[0])
+            video_model = online_finetune(model, first_frame, read_label_png(annotation), steps=online_steps)
+        labels = track(frames_dir, annotation, model=video_model, proposals=proposals_cache,
+                       proposal_net=proposal_net, device=device, progress=False, sequence=seq, size=size)
         write_track(labels, Path(out_dir) / seq, [p.stem for p in image_files(frames_dir)])
     return [seq for seq, _, _ in plan]
 
@@ -87,6 +102,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sequences", nargs="+", help="only these sequences (videos) of the split")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="run the model at this size (e.g. 255 448)")
     parser.add_argument("--lam", type=float, help="lambda of Eq. 1 instead of the checkpoint's (Sec. 4.1: 0.9 for SegTrack v2)")
+    parser.add_argument("--online-steps", type=int, default=0,
+                        help="online learning (Sec. 4.1): fine-tune a copy of the model on each video's first "
+                             "frame for this many steps before tracking it (davis layout; default 0: off)")
     parser.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, ...")
     parser.add_argument("--force", action="store_true", help="overwrite result PNGs that already exist")
 
@@ -116,9 +134,12 @@ def main(args: argparse.Namespace) -> int:
         model.config.lam = float(args.lam)  # read by every step (Eq. 1); the weights do not depend on it
     proposal_net = make_proposal_net(args.proposal_checkpoint, needed=cache is None)
     if args.dataset != "davis":
+        if args.online_steps:
+            raise DMMInputError(f"--online-steps is implemented for --dataset davis only; got --dataset {args.dataset}")
         args.root = str(root)
         return predict_main(args, model, cache, proposal_net)
     written = predict_split(root, split, args.out, model, cache, proposal_net,
-                            args.resolution, args.device, args.force, args.sequences, size=args.size)
+                            args.resolution, args.device, args.force, args.sequences, size=args.size,
+                            online_steps=args.online_steps)
     print(f"wrote results for {len(written)} sequences to {args.out}")
     return 0

@@ -181,3 +181,28 @@ def test_track_at_a_smaller_model_size():
             assert (pred & truth).sum() / (pred | truth).sum() > 0.95
     with pytest.raises(DMMInputError, match="size="):
         track(frames, labels[0], model=oracle_model(), proposals=oracle_list(labels), size=(4, 4))
+
+
+def test_predict_split_with_online_learning_tunes_a_copy_per_video(tmp_path):
+    from dmmlib.tracking_predict import predict_split
+
+    root = tmp_path / "davis"
+    cache = ProposalCache(tmp_path / "cache")
+    for seq in ("alpha", "beta"):
+        frames, labels = rectangles_video(T=3)
+        write_sequence(root / "JPEGImages" / "480p" / seq, frames, labels, cache, seq, suffix=".jpg")
+        for t, lab in enumerate(labels):
+            write_label_png(root / "Annotations" / "480p" / seq / f"{t:05d}.png", lab)
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("alpha\nbeta\n")
+    model = DMMNet(default_config("smoke"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    written = predict_split(root, "val", tmp_path / "results", model, cache, device="cpu", progress=False,
+                            online_steps=1)
+    assert written == ["alpha", "beta"]
+    for seq in written:
+        assert sorted(p.name for p in (tmp_path / "results" / seq).iterdir()) == ["00000.png", "00001.png", "00002.png"]
+    # the caller's model is untouched: each video is tracked by its own fine-tuned copy
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(DMMInputError, match="online_steps"):
+        predict_split(root, "val", tmp_path / "again", model, cache, device="cpu", progress=False, online_steps=-1)
