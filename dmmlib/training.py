@@ -61,7 +61,7 @@ from dmmlib import distributed
 from dmmlib.errors import DMMInputError
 from dmmlib.fileio import atomic_path, atomic_write_text, load_torch_file
 from dmmlib.losses import DEFAULT_LOSS, LOSSES, assignment_loss, best_proposal, mask_iou, mask_loss
-from dmmlib.profiles import PROFILES, active_profile, by_profile
+from dmmlib.profiles import PROFILES, by_profile
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PROPOSAL_SOURCES = ("oracle-noisy", "network", "cache")

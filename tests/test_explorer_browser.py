@@ -1,8 +1,6 @@
 """The static convergence explorer works in a browser with no kernel and no network."""
 
-import json
 
-import numpy as np
 import pytest
 import torch
 
