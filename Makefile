@@ -54,8 +54,8 @@ book: check-profile setup
 	@if [ -f _build/.profile ] && [ "$$(cat _build/.profile)" != "$(PROFILE)" ]; then \
 	  echo "_build holds a $$(cat _build/.profile)-profile build; starting afresh for PROFILE=$(PROFILE)"; rm -rf _build; fi
 	@mkdir -p _build && echo "$(PROFILE)" > _build/.profile
-	@# Cached outputs were computed by the library as it was then: drop them when dmmlib or the configs change.
-	@hash=$$(cat $$(git ls-files -co --exclude-standard dmmlib configs pyproject.toml 2>/dev/null | sort) 2>/dev/null | sha256sum | cut -c1-16); \
+	@# Cached outputs were computed by the library as it was then: drop them when dmmlib (configs included) changes.
+	@hash=$$(cat $$(git ls-files -co --exclude-standard dmmlib pyproject.toml 2>/dev/null | sort) 2>/dev/null | sha256sum | cut -c1-16); \
 	  if [ -f _build/.library-hash ] && [ "$$(cat _build/.library-hash)" != "$$hash" ]; then \
 	    echo "dmmlib changed since the last build: re-executing every notebook"; rm -rf _build/.jupyter_cache; fi; \
 	  echo "$$hash" > _build/.library-hash

@@ -25,7 +25,7 @@ import time
 import numpy as np
 import torch
 
-from dmmlib.info import pick_device
+from dmmlib.device import pick_device
 from dmmlib.model import DMMNet, default_config
 from dmmlib.proposals import ProposalNet
 

@@ -31,8 +31,9 @@ import time
 
 import torch
 
-from dmmlib.info import pick_device
-from dmmlib.matching import dmm_match, hungarian_match
+from dmmlib.device import pick_device
+from dmmlib.matchers import hungarian_match
+from dmmlib.matching import dmm_match
 
 N_TEMPLATES, N_PROPOSALS = 5, 50
 

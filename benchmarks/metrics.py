@@ -23,9 +23,9 @@ import numpy as np
 from scipy.ndimage import binary_dilation
 from skimage.morphology import disk
 
-from dmmlib.evaluation import evaluate_davis
-from dmmlib.maskio import read_label_png, write_label_png
-from dmmlib.metrics import boundary_tolerance, db_statistics
+from dmmlib.data.masks import read_label_png, write_label_png
+from dmmlib.evaluation.davis import evaluate_davis
+from dmmlib.evaluation.metrics import boundary_tolerance, db_statistics
 
 HEIGHT, WIDTH = 480, 854
 

@@ -1,6 +1,6 @@
 """``python -m dmmlib``: the command-line entry points.
 
-Each subcommand lives beside the code it drives; this file only lists them.
+Each command is a module of :mod:`dmmlib.commands`; this file only lists them.
 A module named here provides ``configure(parser)`` to add its arguments and
 ``main(args) -> int`` to run. Modules are imported only when their command is
 chosen, so ``--help`` stays fast and a missing optional dependency of one
@@ -10,19 +10,20 @@ command never breaks another.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from dmmlib.errors import DMMInputError
 
 # name -> (module, one-line help). Add a line here to add a command.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "info": ("dmmlib.info", "print versions, the active profile and the torch device"),
-    "track": ("dmmlib.tracking", "track objects through a video from a first-frame mask"),
-    "predict": ("dmmlib.tracking_predict", "run a whole DAVIS-layout split and write result PNGs"),
-    "proposals": ("dmmlib.proposals", "train the proposal network, compute and cache proposals, measure recall"),
-    "evaluate": ("dmmlib.evaluation", "score a DAVIS-layout results folder: J, F, recall, decay"),
-    "data": ("dmmlib.data.cli", "generate the synthetic VOS benchmark (data synth)"),
-    "train": ("dmmlib.training", "train DMM-Net end to end through the matching layer"),
+    "info": ("dmmlib.commands.info", "print versions, the active profile and the torch device"),
+    "track": ("dmmlib.commands.track", "track objects through a video from a first-frame mask"),
+    "predict": ("dmmlib.commands.predict", "track a whole DAVIS, YouTube-VOS or SegTrack v2 split and write result PNGs"),
+    "proposals": ("dmmlib.commands.proposals", "train the proposal network, compute and cache proposals, measure recall"),
+    "evaluate": ("dmmlib.commands.evaluate", "score a results folder: DAVIS J/F, YouTube-VOS G, SegTrack v2 mIoU"),
+    "data": ("dmmlib.commands.data", "generate the synthetic VOS benchmark (data synth)"),
+    "train": ("dmmlib.commands.train", "train DMM-Net end to end through the matching layer"),
 }
 
 
@@ -35,7 +36,7 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     for name, (module_name, help_text) in COMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
         if name == chosen:
-            module = __import__(module_name, fromlist=["configure"])
+            module = importlib.import_module(module_name)
             module.configure(sub_parser)
             sub_parser.set_defaults(_module=module)
     return parser

@@ -56,6 +56,18 @@ def soft_iou(masks_a: torch.Tensor, masks_b: torch.Tensor, eps: float = 1e-6) ->
     return intersection / union.clamp_min(eps)
 
 
+def mask_iou(masks_a: torch.Tensor, masks_b: torch.Tensor) -> torch.Tensor:
+    """IoU between every pair of binary masks: ``[..., n, H, W]``, ``[..., m, H, W]`` -> ``[..., n, m]``.
+
+    Two empty masks have IoU 0 here (no overlap to reward).
+    """
+    a = masks_a.flatten(-2).to(torch.float32)
+    b = masks_b.flatten(-2).to(torch.float32)
+    intersection = a @ b.transpose(-1, -2)
+    union = a.sum(-1)[..., :, None] + b.sum(-1)[..., None, :] - intersection
+    return intersection / union.clamp(min=1.0)
+
+
 def matching_cost(
     template_features: torch.Tensor,
     proposal_features: torch.Tensor,

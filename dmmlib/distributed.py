@@ -36,6 +36,10 @@ class World:
     rank: int = 0
     local_rank: int = 0
 
+    def __post_init__(self) -> None:
+        if self.size < 1 or not 0 <= self.rank < self.size:
+            raise DMMInputError(f"rank={self.rank} is not in [0, world size={self.size})")
+
     @property
     def is_main(self) -> bool:
         """Only the main process (rank 0) writes logs and checkpoints."""

@@ -34,8 +34,8 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d, roi_align
 
 from dmmlib.errors import DMMInputError
-from dmmlib.fileio import load_torch_file
 from dmmlib.profiles import by_profile
+from dmmlib.torchio import load_torch_file
 
 # The four ResNet stages (conv2_x .. conv5_x in the ResNet paper's names).
 LEVELS = ("conv2", "conv3", "conv4", "conv5")

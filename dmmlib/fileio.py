@@ -55,20 +55,3 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -
     """Call ``writer(tmp_path)`` and move the result onto ``path`` atomically."""
     with atomic_path(path) as tmp:
         writer(tmp)
-
-
-def load_torch_file(path: str | os.PathLike, what: str, map_location="cpu"):
-    """``torch.load(path, weights_only=True)`` with clear errors naming ``what`` and the file.
-
-    A missing file, or one torch cannot read (truncated, corrupt, foreign, or holding
-    objects that ``weights_only`` refuses), raises :class:`DMMInputError`.
-    """
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise DMMInputError(f"{what} {path} does not exist")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises several types for truncated or foreign files
-        raise DMMInputError(f"{what} {path} is not a readable torch file (corrupt or truncated?): {error}") from None

@@ -1,37 +1,20 @@
-"""``python -m dmmlib info``: versions, the active profile and the torch device."""
+"""The facts ``python -m dmmlib info`` prints: versions, the active profile and the torch device."""
 
 from __future__ import annotations
 
-import argparse
-import os
 import platform
 
+import numpy
+import torch
+import torchvision
+
 from dmmlib import __version__
+from dmmlib.device import pick_device
 from dmmlib.profiles import PROFILE_ENV_VAR, active_profile
-
-
-def pick_device(device: str = "auto") -> "torch.device":  # noqa: F821
-    """Resolve ``"auto"`` to CUDA (``cuda:$LOCAL_RANK`` under torchrun), then Apple MPS, then CPU; pass other names through."""
-    import torch
-
-    if device != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        # under torchrun each process owns the GPU of its LOCAL_RANK, not GPU 0
-        local_rank = os.environ.get("LOCAL_RANK")
-        return torch.device("cuda", int(local_rank)) if local_rank and local_rank.isdigit() else torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def describe() -> dict[str, str]:
     """The facts ``info`` prints, as a dict (also handy in notebooks)."""
-    import numpy
-    import torch
-    import torchvision
-
     facts = {
         "dmmlib": __version__,
         "python": platform.python_version(),
@@ -45,16 +28,3 @@ def describe() -> dict[str, str]:
     if torch.cuda.is_available():
         facts["gpu"] = torch.cuda.get_device_name(0)
     return facts
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    del parser  # no options
-
-
-def main(args: argparse.Namespace) -> int:
-    del args
-    facts = describe()
-    width = max(map(len, facts))
-    for key, value in facts.items():
-        print(f"{key:<{width}}  {value}")
-    return 0

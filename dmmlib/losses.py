@@ -33,6 +33,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from dmmlib.cost import mask_iou
 from dmmlib.errors import DMMInputError
 
 LOSSES = ("soft_iou", "bce", "bce+soft_iou")
@@ -85,18 +86,6 @@ def mask_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, k
     else:
         raise DMMInputError(f"loss={kind!r} is not a known loss; expected one of {', '.join(LOSSES)}")
     return _mean_over_valid(per_object, valid)
-
-
-def mask_iou(masks_a: torch.Tensor, masks_b: torch.Tensor) -> torch.Tensor:
-    """IoU between every pair of binary masks: ``[..., n, H, W]``, ``[..., m, H, W]`` -> ``[..., n, m]``.
-
-    Two empty masks have IoU 0 here (no overlap to reward).
-    """
-    a = masks_a.flatten(-2).to(torch.float32)
-    b = masks_b.flatten(-2).to(torch.float32)
-    intersection = a @ b.transpose(-1, -2)
-    union = a.sum(-1)[..., :, None] + b.sum(-1)[..., None, :] - intersection
-    return intersection / union.clamp(min=1.0)
 
 
 def best_proposal(target: torch.Tensor, proposal_masks: torch.Tensor, min_iou: float = 0.5) -> torch.Tensor:

@@ -1,19 +1,20 @@
-"""DMM-Net's differentiable matching layer (Sec. 3, Alg. 1) and the matchers it is compared with.
+"""DMM-Net's differentiable matching layer (Sec. 3, Alg. 1).
 
 A cost matrix C [B, n, m] (n templates by m proposals, batch first; [n, m] also accepted)
 defines the linear program of Eq. 3:  min Tr(C X^T)  s.t.  X 1 = 1,  X^T 1 <= 1,  X >= 0.
 
 * :func:`dmm_match` -- Alg. 1: projected gradient descent, each projection by Dykstra's
-  algorithm, output the average of the iterates. Differentiable; ``variant="release"``
-  reproduces the authors' released code instead of the paper's listing.
+  algorithm (:mod:`dmmlib.projections`), output the average of the iterates.
+  Differentiable; ``variant="release"`` reproduces the authors' released code instead
+  of the paper's listing.
+* :func:`paper_outer_iteration`, :func:`paper_iterate_and_average` -- Alg. 1's lines 4-11
+  and 3-12, the pieces :func:`dmm_match` runs.
 * :func:`confident_assignment` -- X~ = X^ * 1[X^ = row max] (Sec. 4.1).
-* :func:`hungarian_match`, :func:`greedy_match` -- exact and greedy 0/1 matchings.
-* :func:`sinkhorn_match` -- an entropic relaxation with the same constraints.
-* :func:`lp_objective`, :func:`constraint_violation` -- the LP's objective and feasibility.
+* :func:`lp_objective` -- Tr(C X^T), the LP's objective.
 
-All matchers take and return tensors of the same shape, dtype and device, so they are
-interchangeable. Optional masks ``template_mask`` [B, n] and ``proposal_mask`` [B, m] let
-one batch hold problems of different sizes: padded rows/columns get exactly 0.
+The matchers it is compared with (Hungarian, greedy, Sinkhorn) are in
+:mod:`dmmlib.matchers`. Optional masks ``template_mask`` [B, n] and ``proposal_mask``
+[B, m] let one batch hold problems of different sizes: padded rows/columns get exactly 0.
 """
 
 from __future__ import annotations
@@ -22,46 +23,34 @@ import math
 import numbers
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from dmmlib.errors import DMMInputError
-from dmmlib.projections import (  # noqa: F401  (re-exported: the matching API in one place)
+from dmmlib.projections import (
     Layout,
-    _check_n_iter,
-    _rows_sum_to_one,
-    alternating_project,
+    check_iterations,
     check_matrix,
-    constraint_violation,
-    dykstra_project,
+    check_positive,
     make_layout,
-    project_columns_literal_eq6,
-    project_columns_sum_at_most_one,
-    project_nonnegative,
-    project_rows_sum_to_one,
+    rows_sum_to_one,
     violation_with_layout,
 )
 
 PAPER_SETTINGS = {"n_grad": 40, "n_proj": 5, "lr": 0.1}  # Sec. 4.1
-RELEASE_SETTINGS = {"n_grad": 400, "n_proj": 50, "lr": 0.1}  # the authors' code (paper-vs-code.md)
+RELEASE_SETTINGS = {"n_grad": 400, "n_proj": 50, "lr": 0.1}  # the authors' code (see the book's chapter 11)
 RELEASE_TOL = 1e-6
 VARIANTS = ("paper", "release")
-
-__all__ = [
-    "dmm_match", "MatchTrace", "confident_assignment", "hungarian_match", "greedy_match", "sinkhorn_match",
-    "lp_objective", "constraint_violation", "project_rows_sum_to_one", "project_columns_sum_at_most_one",
-    "project_nonnegative", "project_columns_literal_eq6", "dykstra_project", "alternating_project",
-    "PAPER_SETTINGS", "RELEASE_SETTINGS",
-]
 
 
 # ----------------------------------------------------------------------------- input checks
 
 
 @dataclass
-class _Problem:
+class MatchingProblem:
+    """A checked cost matrix, batched and padded, as every matcher solves it."""
+
     cost: Tensor  # [B, n, m'] padded entries 0; m' = m + n when "no proposal" columns were added
     layout: Layout
     batched: bool
@@ -72,7 +61,12 @@ class _Problem:
         return X if self.batched else X.squeeze(0)
 
 
-def _prepare_problem(cost, template_mask, proposal_mask, no_proposal_cost) -> _Problem:
+def prepare_problem(cost, template_mask, proposal_mask, no_proposal_cost) -> MatchingProblem:
+    """Check ``cost`` [B, n, m] or [n, m] and its masks; add "no proposal" columns if asked.
+
+    Raises :class:`DMMInputError` for a bad shape, dtype or mask, NaN/inf costs, or
+    n > m without ``no_proposal_cost`` (Eq. 3 is then infeasible).
+    """
     cost = check_matrix(cost, "cost")
     if cost.ndim not in (2, 3):
         raise DMMInputError(f"cost has shape {list(cost.shape)}; expected [n, m] or [B, n, m]")
@@ -118,13 +112,7 @@ def _prepare_problem(cost, template_mask, proposal_mask, no_proposal_cost) -> _P
         if proposal_mask is not None:
             proposal_mask = torch.cat([proposal_mask.to(device), torch.ones(B, n, dtype=torch.bool, device=device)], -1)
     layout = make_layout(cost.shape, template_mask, proposal_mask, cost.dtype, device)
-    return _Problem(cost, layout, batched, m)
-
-
-def _check_positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise DMMInputError(f"{name}={value!r}; expected a finite number > 0")
-    return float(value)
+    return MatchingProblem(cost, layout, batched, m)
 
 
 # ----------------------------------------------------------------------------- Alg. 1
@@ -147,7 +135,7 @@ class MatchTrace:
     step_norm: Tensor
 
 
-def _columns_with_correction(Y: Tensor, q_columns: Tensor | None, layout: Layout) -> tuple[Tensor, Tensor]:
+def columns_with_correction(Y: Tensor, q_columns: Tensor | None, layout: Layout) -> tuple[Tensor, Tensor]:
     """P2(Y + q2) and the new correction q2 (Alg. 1 line 8), with q2 kept as one value per column [B, 1, m].
 
     Dykstra's correction for a half-space is always a multiple of its normal, so for C2 it is
@@ -163,7 +151,7 @@ def _columns_with_correction(Y: Tensor, q_columns: Tensor | None, layout: Layout
     return Y - delta, new_q
 
 
-def _paper_outer_step(X: Tensor, step: Tensor, n_proj: int, layout: Layout) -> Tensor:
+def paper_outer_iteration(X: Tensor, step: Tensor, n_proj: int, layout: Layout) -> Tensor:
     """Alg. 1 lines 4-11: X^i = Dykstra(X^(i-1) - alpha C) with N_proj rounds, corrections from zero.
 
     The correction q1 of the affine set C1 is dropped: it always lies in C1's normal space
@@ -173,8 +161,8 @@ def _paper_outer_step(X: Tensor, step: Tensor, n_proj: int, layout: Layout) -> T
     Y = X - step
     q_columns = q_nonneg = None
     for j in range(n_proj):
-        Y = _rows_sum_to_one(Y, layout)
-        Y, q_columns = _columns_with_correction(Y, q_columns, layout)
+        Y = rows_sum_to_one(Y, layout)
+        Y, q_columns = columns_with_correction(Y, q_columns, layout)
         Z = Y if q_nonneg is None else Y + q_nonneg
         Y = torch.relu(Z)
         if j + 1 < n_proj:
@@ -182,7 +170,7 @@ def _paper_outer_step(X: Tensor, step: Tensor, n_proj: int, layout: Layout) -> T
     return Y
 
 
-def _release_outer_step(X: Tensor, q_columns: Tensor, q_nonneg: Tensor, active: Tensor, step: Tensor,
+def release_outer_iteration(X: Tensor, q_columns: Tensor, q_nonneg: Tensor, active: Tensor, step: Tensor,
                         n_proj: int, tol: float, layout: Layout) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One outer iteration as the release runs it: P3 -> P2 -> P1, corrections carried over, early stop.
 
@@ -198,8 +186,8 @@ def _release_outer_step(X: Tensor, q_columns: Tensor, q_nonneg: Tensor, active: 
         Z = Y + q_nonneg
         Y_new = torch.relu(Z)
         q_nonneg_new = Z - Y_new
-        Y_new, q_columns_new = _columns_with_correction(Y_new, q_columns, layout)
-        Y_new = _rows_sum_to_one(Y_new, layout)
+        Y_new, q_columns_new = columns_with_correction(Y_new, q_columns, layout)
+        Y_new = rows_sum_to_one(Y_new, layout)
         moved = (Y_new - Y).detach().abs().amax((-2, -1), keepdim=True) > tol  # [B, 1, 1]
         Y = torch.where(inner_active, Y_new, Y)
         q_columns = torch.where(inner_active, q_columns_new, q_columns)
@@ -228,7 +216,7 @@ def greedy_one_hot_start(cost: Tensor, layout: Layout | None = None) -> Tensor:
     return X0 * kept.any(-1, keepdim=True).to(C.dtype)
 
 
-def dmm_match(cost: Tensor, n_grad: int | None = None, n_proj: int | None = None, lr: float = 0.1,
+def dmm_match(cost: Tensor, *, n_grad: int | None = None, n_proj: int | None = None, lr: float = 0.1,
               init: Tensor | None = None, template_mask: Tensor | None = None,
               proposal_mask: Tensor | None = None, variant: str = "paper", return_trace: bool = False,
               checkpoint: bool = False, no_proposal_cost: float | None = None, tol: float = RELEASE_TOL):
@@ -273,10 +261,10 @@ def dmm_match(cost: Tensor, n_grad: int | None = None, n_proj: int | None = None
     if variant not in VARIANTS:
         raise DMMInputError(f"variant={variant!r}; expected one of {VARIANTS}")
     settings = PAPER_SETTINGS if variant == "paper" else RELEASE_SETTINGS
-    n_grad = _check_n_iter(settings["n_grad"] if n_grad is None else n_grad, "n_grad")
-    n_proj = _check_n_iter(settings["n_proj"] if n_proj is None else n_proj, "n_proj")
-    lr = _check_positive(lr, "lr")
-    problem = _prepare_problem(cost, template_mask, proposal_mask, no_proposal_cost)
+    n_grad = check_iterations(settings["n_grad"] if n_grad is None else n_grad, "n_grad")
+    n_proj = check_iterations(settings["n_proj"] if n_proj is None else n_proj, "n_proj")
+    lr = check_positive(lr, "lr")
+    problem = prepare_problem(cost, template_mask, proposal_mask, no_proposal_cost)
     if variant == "release":
         if init is not None:
             raise DMMInputError("init is not used by variant='release', which starts from its greedy one-hot "
@@ -284,10 +272,10 @@ def dmm_match(cost: Tensor, n_grad: int | None = None, n_proj: int | None = None
         if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
             raise DMMInputError(f"tol={tol!r}; expected a number >= 0")
         tol = float(tol)
-        X_hat, trace = _release_match(problem, n_grad, n_proj, lr, tol, return_trace, checkpoint)
+        X_hat, trace = release_iterate_and_average(problem, n_grad, n_proj, lr, tol, return_trace, checkpoint)
     else:
         X0 = _initial_point(problem, init)
-        X_hat, trace = _paper_match(problem, X0, n_grad, n_proj, lr, return_trace, checkpoint)
+        X_hat, trace = paper_iterate_and_average(problem, X0, n_grad, n_proj, lr, return_trace, checkpoint)
     X_hat = problem.output(X_hat)
     if not return_trace:
         return X_hat
@@ -296,7 +284,7 @@ def dmm_match(cost: Tensor, n_grad: int | None = None, n_proj: int | None = None
     return X_hat, trace
 
 
-def _initial_point(problem: _Problem, init) -> Tensor:
+def _initial_point(problem: MatchingProblem, init) -> Tensor:
     C = problem.cost
     if init is None:
         return torch.zeros_like(C)
@@ -337,7 +325,7 @@ class _Tracer:
         return MatchTrace(*(torch.stack(column) for column in zip(*self.rows)))
 
 
-def _paper_match(problem: _Problem, X0: Tensor, n_grad: int, n_proj: int, lr: float, return_trace: bool,
+def paper_iterate_and_average(problem: MatchingProblem, X0: Tensor, n_grad: int, n_proj: int, lr: float, return_trace: bool,
                  use_checkpoint: bool) -> tuple[Tensor, MatchTrace | None]:
     layout = problem.layout
     step = lr * problem.cost
@@ -346,15 +334,15 @@ def _paper_match(problem: _Problem, X0: Tensor, n_grad: int, n_proj: int, lr: fl
     for i in range(n_grad):
         previous = X
         if use_checkpoint:
-            X = _checkpoint(_paper_outer_step, X, step, n_proj, layout, use_reentrant=False)
+            X = _checkpoint(paper_outer_iteration, X, step, n_proj, layout, use_reentrant=False)
         else:
-            X = _paper_outer_step(X, step, n_proj, layout)
+            X = paper_outer_iteration(X, step, n_proj, layout)
         total = X if total is None else total + X
         tracer.record(total / (i + 1), X, previous)
     return total / n_grad, tracer.result()
 
 
-def _release_match(problem: _Problem, n_grad: int, n_proj: int, lr: float, tol: float, return_trace: bool,
+def release_iterate_and_average(problem: MatchingProblem, n_grad: int, n_proj: int, lr: float, tol: float, return_trace: bool,
                    use_checkpoint: bool) -> tuple[Tensor, MatchTrace | None]:
     C, layout = problem.cost, problem.layout
     B, n, m = C.shape
@@ -371,9 +359,9 @@ def _release_match(problem: _Problem, n_grad: int, n_proj: int, lr: float, tol: 
         previous = X
         state = (X, q_columns, q_nonneg, active, step, n_proj, tol, layout)
         if use_checkpoint:
-            pre, X, q_columns, q_nonneg = _checkpoint(_release_outer_step, *state, use_reentrant=False)
+            pre, X, q_columns, q_nonneg = _checkpoint(release_outer_iteration, *state, use_reentrant=False)
         else:
-            pre, X, q_columns, q_nonneg = _release_outer_step(*state)
+            pre, X, q_columns, q_nonneg = release_outer_iteration(*state)
         weight = active.to(C.dtype)
         total = total + (pre + X) * weight
         count = count + 2 * weight
@@ -406,115 +394,3 @@ def lp_objective(cost: Tensor, X: Tensor) -> Tensor:
     if cost.shape != X.shape:
         raise DMMInputError(f"cost has shape {list(cost.shape)} but X has shape {list(X.shape)}; expected equal")
     return (cost * X).sum((-2, -1))
-
-
-# ----------------------------------------------------------------------------- other matchers
-
-
-def hungarian_match(cost: Tensor, template_mask: Tensor | None = None, proposal_mask: Tensor | None = None,
-                    no_proposal_cost: float | None = None) -> Tensor:
-    """The exact solution of the ILP of Eq. 2 by the Hungarian method (scipy's linear_sum_assignment).
-
-    cost [B, n, m] or [n, m] -> 0/1 assignment of the same shape, dtype and device; one scipy
-    call per problem of the batch. Not differentiable.
-    """
-    problem = _prepare_problem(cost, template_mask, proposal_mask, no_proposal_cost)
-    from scipy.optimize import linear_sum_assignment
-
-    C = problem.cost.detach().to("cpu", torch.float64).numpy()
-    layout = problem.layout
-    rows_ok = np.ones(C.shape[:2], bool) if layout.row_valid is None else \
-        layout.row_valid.squeeze(-1).cpu().numpy() > 0
-    cols_ok = np.ones((C.shape[0], C.shape[2]), bool) if layout.col_valid is None else \
-        layout.col_valid.squeeze(-2).cpu().numpy() > 0
-    X = np.zeros_like(C)
-    padded = layout.row_valid is not None or layout.col_valid is not None
-    for b in range(C.shape[0]):
-        if not padded:
-            r, c = linear_sum_assignment(C[b])
-            X[b, r, c] = 1.0
-            continue
-        rows, cols = np.flatnonzero(rows_ok[b]), np.flatnonzero(cols_ok[b])
-        r, c = linear_sum_assignment(C[b][np.ix_(rows, cols)])
-        X[b, rows[r], cols[c]] = 1.0
-    return problem.output(torch.as_tensor(X, dtype=cost.dtype, device=cost.device))
-
-
-def greedy_match(cost: Tensor, template_mask: Tensor | None = None, proposal_mask: Tensor | None = None,
-                 strategy: str = "global", no_proposal_cost: float | None = None) -> Tensor:
-    """A greedy 0/1 matching, the cheap baseline of Table 4.
-
-    cost [B, n, m] or [n, m] -> 0/1 assignment of the same shape, dtype and device.
-
-    * ``strategy="global"`` (default): repeatedly take the cheapest remaining (template,
-      proposal) pair of the whole matrix and remove its row and column, so every template
-      gets a distinct proposal (feasible for Eq. 2). Ties go to the lower flat index.
-    * ``strategy="per_template"``: every template takes its own cheapest proposal,
-      independently; two templates may take the same one (the column constraint can fail).
-
-    Runs on the cost's device, batched; n steps of a [B, n*m] argmin. Not differentiable.
-    """
-    if strategy not in ("global", "per_template"):
-        raise DMMInputError(f"strategy={strategy!r}; expected 'global' or 'per_template'")
-    problem = _prepare_problem(cost, template_mask, proposal_mask, no_proposal_cost)
-    layout = problem.layout
-    C = problem.cost.detach()
-    B, n, m = C.shape
-    valid = layout.zero_padding(torch.ones_like(C)) > 0
-    remaining = torch.where(valid, C, torch.full((), math.inf, dtype=C.dtype, device=C.device))
-    X = torch.zeros_like(C)
-    if strategy == "per_template":
-        X.scatter_(-1, remaining.argmin(-1, keepdim=True), 1.0)
-        return problem.output(layout.zero_padding(X))
-    rows_index = torch.arange(n, device=C.device)
-    cols_index = torch.arange(m, device=C.device)
-    for _ in range(n):
-        best, flat = remaining.flatten(-2).min(-1)  # [B]
-        found = torch.isfinite(best)
-        i, j = flat // m, flat % m
-        X.view(B, -1).scatter_add_(-1, flat.unsqueeze(-1), found.to(C.dtype).unsqueeze(-1))
-        taken = (rows_index == i[:, None]).unsqueeze(-1) | (cols_index == j[:, None]).unsqueeze(-2)
-        remaining = remaining.masked_fill(taken & found[:, None, None], math.inf)
-    return problem.output(X)
-
-
-def sinkhorn_match(cost: Tensor, tau: float = 0.1, n_iter: int = 50, template_mask: Tensor | None = None,
-                   proposal_mask: Tensor | None = None, no_proposal_cost: float | None = None) -> Tensor:
-    """An entropic (Sinkhorn) relaxation of Eq. 3: min Tr(C X^T) - tau H(X), same constraints.
-
-    cost [B, n, m] or [n, m] -> X of the same shape; differentiable. The inequality X^T 1 <= 1 is
-    made an equality by one extra "dummy" template row of cost 0 whose row sum is m - n: it
-    absorbs the mass of the unmatched proposals. Sinkhorn's alternating row/column scaling then
-    runs in the log domain (stable for small tau), ``n_iter`` times, ending with the rows, so
-    every template row sums to exactly 1 and column sums are <= 1 up to the convergence error.
-    As tau -> 0 the result approaches a solution of the LP.
-    """
-    tau = _check_positive(tau, "tau")
-    n_iter = _check_n_iter(n_iter)
-    problem = _prepare_problem(cost, template_mask, proposal_mask, no_proposal_cost)
-    layout = problem.layout
-    C = problem.cost
-    B, n, m = C.shape
-    dtype, device = C.dtype, C.device
-    # a large finite stand-in for log(0): -inf would turn into NaN gradients
-    log_zero = torch.tensor(torch.finfo(dtype).min / 8, dtype=dtype, device=device)
-    zero = torch.zeros((), dtype=dtype, device=device)
-    row_ok = torch.ones(B, n, 1, dtype=torch.bool, device=device) if layout.row_valid is None \
-        else layout.row_valid > 0
-    col_ok = torch.ones(B, 1, m, dtype=torch.bool, device=device) if layout.col_valid is None \
-        else layout.col_valid > 0
-    n_valid = row_ok.sum(-2, keepdim=True).to(dtype)  # [B, 1, 1]
-    m_valid = col_ok.sum(-1, keepdim=True).to(dtype)
-    leftover = m_valid - n_valid  # the dummy row's mass
-    log_kernel = torch.cat([-C / tau, torch.zeros(B, 1, m, dtype=dtype, device=device)], -2)
-    ok = torch.cat([row_ok, leftover > 0], -2) & col_ok  # [B, n+1, m]
-    log_kernel = torch.where(ok, log_kernel, log_zero)
-    log_rows = torch.cat([torch.where(row_ok, zero, log_zero),
-                          torch.where(leftover > 0, leftover.clamp_min(1).log(), log_zero)], -2)
-    log_cols = torch.where(col_ok, zero, log_zero)
-    f = torch.zeros(B, n + 1, 1, dtype=dtype, device=device)
-    for _ in range(n_iter):
-        g = log_cols - torch.logsumexp(log_kernel + f, dim=-2, keepdim=True)
-        f = log_rows - torch.logsumexp(log_kernel + g, dim=-1, keepdim=True)
-    X = torch.exp(log_kernel + f + g)[:, :n]
-    return problem.output(layout.zero_padding(X))

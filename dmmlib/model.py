@@ -40,8 +40,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -49,15 +48,14 @@ from torch import nn
 from dmmlib.cost import LAMBDA_DAVIS, PADDING_COST, matching_cost
 from dmmlib.errors import DMMInputError
 from dmmlib.features import LEVELS, FeatureExtractor, default_backbone, masks_to_boxes
-from dmmlib.fileio import atomic_path, load_torch_file, refuse_overwrite
+from dmmlib.matchers import greedy_match, hungarian_match
+from dmmlib.matching import PAPER_SETTINGS, confident_assignment, dmm_match
 from dmmlib.profiles import by_profile
 from dmmlib.refinement import LSTMState, RefinementHead
 
 MATCHERS = ("dmm", "hungarian", "greedy")
 SUPPRESSED_LOGIT = -20.0  # sigmoid(-20) = 2e-9: "certainly not this object"
 REFINE_WIDTH = {"smoke": 16, "cpu": 32, "gpu": 64}
-CHECKPOINT_FORMAT = "dmmlib.DMMNet"
-CHECKPOINT_VERSION = 1
 
 
 @dataclass
@@ -70,9 +68,9 @@ class ModelConfig:
     pool_levels: tuple[str, ...] = LEVELS  # backbone levels pooled into f(p_j), f(r_i): conv2..conv5 (Sec. 4.1)
     lam: float = LAMBDA_DAVIS  # lambda of Eq. 1
     matcher: str = "dmm"  # "dmm" (Alg. 1), "hungarian" or "greedy" (Table 4 ablations)
-    n_grad: int = 40  # Alg. 1 settings, Sec. 4.1
-    n_proj: int = 5
-    match_lr: float = 0.1
+    n_grad: int = PAPER_SETTINGS["n_grad"]  # Alg. 1 settings, Sec. 4.1
+    n_proj: int = PAPER_SETTINGS["n_proj"]
+    match_lr: float = PAPER_SETTINGS["lr"]
     match_variant: str = "paper"  # or "release" (see dmmlib.matching)
     confident: bool = True  # Eq. 8 with X~ (Sec. 4.1) rather than X^
     # The authors' release keeps X^ > 0.01 (not just the row max) while training; None: row max always.
@@ -283,11 +281,9 @@ class DMMNet(nn.Module):
 
     def _match(self, cost: torch.Tensor, template_valid: torch.Tensor, valid: torch.Tensor):
         """X^ and X~ [B, n, m] from the cost with the configured matcher."""
-        from dmmlib import matching
-
         cfg = self.config
         if cfg.matcher == "dmm":
-            x_hat = matching.dmm_match(
+            x_hat = dmm_match(
                 cost, n_grad=cfg.n_grad, n_proj=cfg.n_proj, lr=cfg.match_lr,
                 template_mask=template_valid, proposal_mask=valid, variant=cfg.match_variant,
             )
@@ -295,8 +291,8 @@ class DMMNet(nn.Module):
                 return x_hat, x_hat
             if self.training and cfg.train_keep_threshold is not None:
                 return x_hat, x_hat * (x_hat > cfg.train_keep_threshold).to(x_hat.dtype)
-            return x_hat, matching.confident_assignment(x_hat)
-        match = matching.hungarian_match if cfg.matcher == "hungarian" else matching.greedy_match
+            return x_hat, confident_assignment(x_hat)
+        match = hungarian_match if cfg.matcher == "hungarian" else greedy_match
         x = match(cost, template_mask=template_valid, proposal_mask=valid)
         return x, x  # already 0/1: X~ = X^
 
@@ -369,52 +365,3 @@ class DMMNet(nn.Module):
             h_old, c_old = (torch.zeros_like(h), torch.zeros_like(c)) if old is None else old[k]
             kept.append((torch.where(keep, h, h_old), torch.where(keep, c, c_old)))
         return kept
-
-
-# -- checkpoints -------------------------------------------------------------------------------
-
-
-def save_checkpoint(path: str | os.PathLike, model: DMMNet, extra: dict | None = None, overwrite: bool = False) -> Path:
-    """Write ``model`` (config + weights) and ``extra`` to ``path`` atomically.
-
-    ``extra`` must hold only what ``torch.load(weights_only=True)`` accepts (numbers,
-    strings, lists, dicts, tensors). An existing file is kept unless ``overwrite``.
-    """
-    path = Path(path)
-    refuse_overwrite(path, overwrite, what="checkpoint", flag="overwrite=True")
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "config": asdict(model.config),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "extra": {} if extra is None else extra,
-    }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return path
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", return_extra: bool = False):
-    """Read a checkpoint written by :func:`save_checkpoint` -> DMMNet in eval mode (and ``extra``).
-
-    Raises DMMInputError for a missing, unreadable, foreign or incompatible file.
-    """
-    path = Path(path)
-    payload = load_torch_file(path, "checkpoint", map_location)
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise DMMInputError(f"checkpoint {path} is not a DMM-Net checkpoint (expected format={CHECKPOINT_FORMAT!r})")
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise DMMInputError(f"checkpoint {path} has version {payload.get('version')}; this dmmlib reads version {CHECKPOINT_VERSION}")
-    known = {f.name for f in fields(ModelConfig)}
-    config = payload.get("config")
-    if not isinstance(config, dict) or set(config) - known:
-        raise DMMInputError(f"checkpoint {path} has an unknown model config: {sorted(set(config or {}) - known)}")
-    if isinstance(config.get("pool_levels"), list):
-        config["pool_levels"] = tuple(config["pool_levels"])
-    model = DMMNet(ModelConfig(**config))
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except (RuntimeError, KeyError, TypeError) as error:
-        raise DMMInputError(f"checkpoint {path} does not fit its own model config: {error}") from None
-    model.to(map_location).eval()
-    return (model, payload.get("extra", {})) if return_extra else model

@@ -6,37 +6,34 @@ epochs is 100." The first frame's mask is given at test time, so it is fair to
 train on it. A clip is made of the first frame (the template frame) followed by
 ``unroll`` randomly affine-warped copies of it -- the model sees the objects move
 without any other frame being looked at -- and trained exactly like
-:class:`dmmlib.training.UnrolledClip` trains on real clips. The proposals of the
+:class:`dmmlib.unrolled.UnrolledClip` trains on real clips. The proposals of the
 warped copies are oracle-noisy ones built from the warped first mask (jittered
 boxes plus distractors); the proposal network is not fine-tuned here.
 
-Use it before tracking (``dmmlib.tracking.track`` is unchanged)::
+Use it before tracking (``dmmlib.tracking.track`` is unchanged; ``predict --online-steps``
+does this for every video of DAVIS, YouTube-VOS and SegTrack v2 alike)::
 
-    tuned = online_finetune(model, first_frame, first_mask, steps=100)
+    tuned = online_finetune(model, first_frame, first_mask, OnlineOptions(steps=100))
     labels = list(track(frames, first_mask, model=tuned, proposals=...))
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from dmmlib.data.clips import AffineAugment, warp_clip
+from dmmlib.data.images import as_rgb_frame
+from dmmlib.data.masks import object_ids
 from dmmlib.errors import DMMInputError
 from dmmlib.losses import DEFAULT_LOSS
-
-
-def _as_uint8_frame(frame) -> np.ndarray:
-    """uint8 ``[H, W, 3]`` from uint8 ``[H, W, 3]`` or float ``[3, H, W]`` in [0, 1]."""
-    if isinstance(frame, torch.Tensor):
-        frame = frame.detach().cpu().numpy()
-    frame = np.asarray(frame)
-    if frame.ndim == 3 and frame.shape[0] == 3 and frame.shape[2] != 3:
-        frame = (np.clip(frame.transpose(1, 2, 0), 0, 1) * 255).round().astype(np.uint8)
-    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-        raise DMMInputError(f"first_frame must be uint8 [H, W, 3] or float [3, H, W]; got {frame.shape} {frame.dtype}")
-    return frame
+from dmmlib.proposals.sources import oracle_source
+from dmmlib.train_config import TrainConfig
+from dmmlib.unrolled import UnrolledClip, clip_proposals
 
 
 def first_frame_clips(first_frame, first_mask, length: int, count: int, seed: int = 0, augment=None):
@@ -46,14 +43,12 @@ def first_frame_clips(first_frame, first_mask, length: int, count: int, seed: in
     renumbered 1..K in increasing id order. Returns frames ``[count, length, 3, H, W]``
     float in [0, 1] and labels ``[count, length, H, W]`` long. Clip ``c`` is fixed by ``(seed, c)``.
     """
-    from dmmlib.data.clips import AffineAugment, warp_clip
-
     augment = AffineAugment() if augment is None else augment
-    frame = _as_uint8_frame(first_frame)
+    frame = as_rgb_frame(first_frame, "first_frame")
     mask = np.asarray(first_mask)
     if mask.shape != frame.shape[:2]:
         raise DMMInputError(f"first_mask has shape {mask.shape}; expected [H, W] = {frame.shape[:2]} like first_frame")
-    ids = [int(i) for i in np.unique(mask) if i not in (0, 255)]
+    ids = object_ids(mask)
     if not ids:
         raise DMMInputError("first_mask holds no object (only background 0 / void 255)")
     relabel = np.zeros(256, np.uint8)
@@ -75,42 +70,50 @@ def first_frame_clips(first_frame, first_mask, length: int, count: int, seed: in
     return frames, torch.from_numpy(np.stack(all_labels).astype(np.int64))
 
 
-def online_finetune(model: torch.nn.Module, first_frame, first_mask, steps: int = 100, *, lr: float = 1e-4,
-                    unroll: int = 2, batch_size: int = 1, proposal_noise: int = 8, proposal_jitter: float = 0.1,
-                    loss: str = DEFAULT_LOSS, seed: int = 0, augment=None, progress: bool = False) -> torch.nn.Module:
+@dataclass
+class OnlineOptions:
+    """Settings of :func:`online_finetune`: ``steps`` updates of ``batch_size`` clips of ``unroll + 1``
+    frames, Adam at ``lr`` (Sec. 4.1 keeps the fine-tuning rate), the ``loss``, oracle proposals with
+    ``proposal_noise`` distractors and ``proposal_jitter``, the ``seed``, the warp ``augment``
+    (None: :class:`~dmmlib.data.clips.AffineAugment` defaults) and a ``progress`` bar."""
+
+    steps: int = 100
+    lr: float = 1e-4
+    unroll: int = 2
+    batch_size: int = 1
+    proposal_noise: int = 8
+    proposal_jitter: float = 0.1
+    loss: str = DEFAULT_LOSS
+    seed: int = 0
+    augment: AffineAugment | None = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.batch_size < 1 or self.unroll < 1:
+            raise DMMInputError(f"OnlineOptions: steps >= 0, batch_size >= 1 and unroll >= 1 expected; "
+                                f"got {self.steps}, {self.batch_size}, {self.unroll}")
+
+
+def online_finetune(model: torch.nn.Module, first_frame, first_mask, options: OnlineOptions | None = None) -> torch.nn.Module:
     """Fine-tune a deep copy of ``model`` on one video's first frame; ``model`` itself is untouched.
 
     ``first_frame`` uint8 ``[H, W, 3]`` (or float ``[3, H, W]``), ``first_mask`` ``[H, W]``
-    labels. Adam at ``lr`` for every parameter (all weights are trained ones by now;
-    Sec. 4.1 keeps the fine-tuning learning rate), ``steps`` updates of ``batch_size``
-    clips of ``unroll + 1`` frames. Returns the tuned copy in eval mode.
+    labels. Every parameter trains (all weights are trained ones by now). The copy stays on
+    ``model``'s device. Returns it in eval mode.
     """
-    from tqdm.auto import tqdm
-
-    from dmmlib import proposals as props
-    from dmmlib.training import TrainConfig, UnrolledClip, clip_proposals
-
-    if steps < 0 or batch_size < 1 or unroll < 1:
-        raise DMMInputError(f"online_finetune: steps >= 0, batch_size >= 1 and unroll >= 1 expected; "
-                            f"got {steps}, {batch_size}, {unroll}")
+    options = OnlineOptions() if options is None else options
     tuned = copy.deepcopy(model)
     device = next(tuned.parameters()).device
     tuned.train()
-    n_objects = len([i for i in np.unique(np.asarray(first_mask)) if i not in (0, 255)])
-    cfg = TrainConfig(max_objects=max(n_objects, 1), unroll=unroll, loss=loss)
+    cfg = TrainConfig(max_objects=max(len(object_ids(first_mask)), 1), unroll=options.unroll, loss=options.loss)
     unrolled = UnrolledClip(tuned, cfg)
-    optimizer = torch.optim.Adam([p for p in tuned.parameters() if p.requires_grad], lr=lr)
-
-    def oracle(frame, labels, meta, rng):
-        del frame, meta
-        return props.proposals_from_labels(labels.cpu().numpy().astype(np.uint8), n_noise=proposal_noise,
-                                           jitter=proposal_jitter, rng=rng)
-
-    for step in tqdm(range(steps), desc="online", disable=not progress):
-        frames, labels = first_frame_clips(first_frame, first_mask, unroll + 1, batch_size,
-                                           seed=seed * 1_000_003 + step, augment=augment)
-        keys = [(step, b) for b in range(batch_size)]
-        proposals = clip_proposals(frames, labels, [{}] * batch_size, keys, oracle, seed)
+    optimizer = torch.optim.Adam([p for p in tuned.parameters() if p.requires_grad], lr=options.lr)
+    source = oracle_source(options.proposal_noise, options.proposal_jitter)
+    for step in tqdm(range(options.steps), desc="online", disable=not options.progress):
+        frames, labels = first_frame_clips(first_frame, first_mask, options.unroll + 1, options.batch_size,
+                                           seed=options.seed * 1_000_003 + step, augment=options.augment)
+        keys = [(step, b) for b in range(options.batch_size)]
+        proposals = clip_proposals(frames, labels, [{}] * options.batch_size, keys, source, options.seed)
         proposals = [[p.to(device) for p in per_frame] for per_frame in proposals]
         value, _ = unrolled(frames.to(device), labels.to(device), proposals)
         optimizer.zero_grad(set_to_none=True)

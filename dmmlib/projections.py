@@ -20,6 +20,7 @@ and come out exactly zero.
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass
 from typing import Callable
@@ -28,7 +29,6 @@ import torch
 from torch import Tensor
 
 from dmmlib.errors import DMMInputError
-
 
 # ----------------------------------------------------------------------------- masks
 
@@ -113,18 +113,20 @@ def _prepare(X, template_mask, proposal_mask) -> tuple[Tensor, Layout]:
 
 
 # ----------------------------------------------------------------------------- P1, P2, P3
-# The underscored versions take a precomputed Layout and assume padded entries of X are 0;
-# the matching layer calls them thousands of times, so they do no checking.
+# rows_sum_to_one / columns_sum_at_most_one take a precomputed Layout and assume padded entries
+# of X are 0; the matching layer calls them thousands of times, so they do no checking.
 
 
-def _rows_sum_to_one(X: Tensor, layout: Layout) -> Tensor:
+def rows_sum_to_one(X: Tensor, layout: Layout) -> Tensor:
+    """P1 (Eq. 5) on a checked X [.., n, m] whose padded entries are 0: each row shifted to sum to 1."""
     shift = (X.sum(-1, keepdim=True) - layout.row_target) * layout.inv_m  # [.., n, 1]
     if layout.col_valid is not None:
         shift = shift * layout.col_valid
     return X - shift
 
 
-def _columns_sum_at_most_one(X: Tensor, layout: Layout) -> Tensor:
+def columns_sum_at_most_one(X: Tensor, layout: Layout) -> Tensor:
+    """P2 (Eq. 6, column by column) on a checked X: each column summing above 1 lowered by its excess / n."""
     excess = torch.relu(X.sum(-2, keepdim=True) - 1.0) * layout.inv_n  # [.., 1, m]
     if layout.row_valid is not None:
         excess = excess * layout.row_valid
@@ -140,7 +142,7 @@ def project_rows_sum_to_one(X: Tensor, template_mask: Tensor | None = None,
     of that row's problem and padded entries come out 0.
     """
     X, layout = _prepare(X, template_mask, proposal_mask)
-    return _rows_sum_to_one(X, layout)
+    return rows_sum_to_one(X, layout)
 
 
 def project_columns_sum_at_most_one(X: Tensor, template_mask: Tensor | None = None,
@@ -153,7 +155,7 @@ def project_columns_sum_at_most_one(X: Tensor, template_mask: Tensor | None = No
     the valid templates of that column's problem. Compare :func:`project_columns_literal_eq6`.
     """
     X, layout = _prepare(X, template_mask, proposal_mask)
-    return _columns_sum_at_most_one(X, layout)
+    return columns_sum_at_most_one(X, layout)
 
 
 def project_nonnegative(X: Tensor, template_mask: Tensor | None = None,
@@ -189,8 +191,8 @@ def project_columns_literal_eq6(X: Tensor, template_mask: Tensor | None = None,
 PAPER_ORDER = ("rows", "columns", "nonnegative")  # Alg. 1 lines 7-9: P1 -> P2 -> P3
 
 _PROJECTIONS: dict[str, Callable[[Tensor, Layout], Tensor]] = {
-    "rows": _rows_sum_to_one,
-    "columns": _columns_sum_at_most_one,
+    "rows": rows_sum_to_one,
+    "columns": columns_sum_at_most_one,
     "nonnegative": lambda X, layout: torch.relu(X),
 }
 
@@ -202,7 +204,8 @@ def _check_order(order) -> tuple[str, ...]:
     return order
 
 
-def _check_n_iter(n_iter, name: str = "n_iter") -> int:
+def check_iterations(n_iter, name: str = "n_iter") -> int:
+    """``n_iter`` as an int, or :class:`DMMInputError` unless it is an integer >= 1."""
     if isinstance(n_iter, bool) or not isinstance(n_iter, numbers.Integral) or n_iter < 1:
         raise DMMInputError(f"{name}={n_iter!r}; expected an integer >= 1")
     return int(n_iter)
@@ -221,7 +224,7 @@ def dykstra_project(X: Tensor, n_iter: int, template_mask: Tensor | None = None,
     Written with one full correction matrix per set, exactly as Alg. 1 states it;
     :func:`dmmlib.matching.dmm_match` uses an equivalent cheaper form.
     """
-    _check_n_iter(n_iter)
+    check_iterations(n_iter)
     order = _check_order(order)
     Y, layout = _prepare(X, template_mask, proposal_mask)
     corrections = [torch.zeros_like(Y) for _ in order]
@@ -240,13 +243,20 @@ def alternating_project(X: Tensor, n_iter: int, template_mask: Tensor | None = N
     X [.., n, m] -> [.., n, m]. Converges to a point of the intersection, in general not the
     nearest one to X.
     """
-    _check_n_iter(n_iter)
+    check_iterations(n_iter)
     order = _check_order(order)
     Y, layout = _prepare(X, template_mask, proposal_mask)
     for _ in range(n_iter):
         for name in order:
             Y = _PROJECTIONS[name](Y, layout)
     return Y
+
+
+def check_positive(value, name: str) -> float:
+    """``value`` as a float, or :class:`DMMInputError` unless it is a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise DMMInputError(f"{name}={value!r}; expected a finite number > 0")
+    return float(value)
 
 
 # ----------------------------------------------------------------------------- diagnostics

@@ -71,3 +71,10 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def smoke_benchmark(tmp_path_factory):
+    from dmmlib.data import ensure_synthetic
+
+    return ensure_synthetic(root=tmp_path_factory.mktemp("synthetic") / "smoke", profile="smoke", progress=False)

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools" / "offline_assets"))
 from book_guards import ResourceScanner, find_external_resources, is_external  # noqa: E402
 from conftest import CHROMIUM_ARGS  # noqa: E402
+
 CHAPTER = "book/00_how_to_use"
 WIDGET_PAGE = "book/widget_fixture"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}  # what the browser may fetch from

@@ -5,11 +5,18 @@ import numpy as np
 import pytest
 import torch
 
-from dmmlib.convergence import (
-    agreement_study, explorer_data, gap_curves, lp_optimum, realistic_costs, static_explorer, uniform_costs,
-)
 from dmmlib.errors import DMMInputError
-from dmmlib.matching import dmm_match, hungarian_match, lp_objective
+from dmmlib.lessons.convergence import (
+    agreement_study,
+    explorer_data,
+    gap_curves,
+    lp_optimum,
+    realistic_costs,
+    static_explorer,
+    uniform_costs,
+)
+from dmmlib.matchers import hungarian_match
+from dmmlib.matching import dmm_match, lp_objective
 
 SMALL_GRID = {"lr": (0.05, 0.1), "n_grad": (5, 20), "n_proj": (2, 5), "lam": (0.3, 0.7)}
 

@@ -3,11 +3,19 @@
 import pytest
 import torch
 
-from dmmlib.cost_learning import (
-    CLUTTER, LOOK_ALIKE, OBJECT, EmbeddingCost, appearance_change_problems, assignment_accuracy, matching_loss,
-    subspace_gain, train_cost, training_step,
-)
 from dmmlib.errors import DMMInputError
+from dmmlib.lessons.cost_learning import (
+    CLUTTER,
+    LOOK_ALIKE,
+    OBJECT,
+    EmbeddingCost,
+    appearance_change_problems,
+    assignment_accuracy,
+    matching_loss,
+    subspace_gain,
+    train_cost,
+    training_step,
+)
 from dmmlib.matching import dmm_match
 
 
@@ -73,7 +81,7 @@ def test_one_training_step_reduces_the_loss_on_a_fixed_batch(matcher):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     before = training_step(model, p, optimizer, matcher)
     with torch.no_grad():
-        from dmmlib.cost_learning import MATCHERS
+        from dmmlib.lessons.cost_learning import MATCHERS
         entry = MATCHERS[matcher]
         after = matching_loss(entry["fn"](model(p), **entry["kwargs"]), p.true_proposal).item()
     assert after < before

@@ -8,9 +8,13 @@ from PIL import Image
 
 from dmmlib.data import DavisDataset
 from dmmlib.data import sequence as sequence_module
-from dmmlib.data.fixtures import write_davis_fixture, write_segtrack_fixture, write_youtube_vos_fixture
+from dmmlib.data.masks import write_label_png
 from dmmlib.errors import DMMInputError
-from dmmlib.maskio import write_label_png
+from dmmlib.lessons.fixtures import (
+    write_davis_fixture,
+    write_segtrack_fixture,
+    write_youtube_vos_fixture,
+)
 
 H, W = 24, 40  # tiny frames: these tests read files, they track nothing
 
@@ -77,7 +81,7 @@ def test_davis_error_empty_split_and_missing_sequence(tmp_path):
     make_davis(tmp_path)
     root = tmp_path
     (root / "ImageSets/2017/train.txt").write_text("\n\n")
-    with pytest.raises(DMMInputError, match=r"train.txt is empty"):
+    with pytest.raises(DMMInputError, match=r"train.txt lists no sequences"):
         DavisDataset(root, split="train")
     (root / "ImageSets/2017/val.txt").write_text("alpha\nghost\n")
     with pytest.raises(DMMInputError, match=r"'ghost' is listed in .*val.txt but its frame folder .*ghost does not exist"):

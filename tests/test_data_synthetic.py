@@ -11,10 +11,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dmmlib.data import DavisDataset, SynthConfig, ensure_synthetic, generate_benchmark, is_complete, render_video
+from dmmlib.data import (
+    DavisDataset,
+    SynthConfig,
+    ensure_synthetic,
+    generate_benchmark,
+    is_complete,
+    render_video,
+)
 from dmmlib.data import generate as generate_module
 from dmmlib.data.photos import ALL_PHOTOS, load_photo
-from dmmlib.data.synthetic import synth_config_for_profile
+from dmmlib.data.synth_config import synth_config_for_profile
 from dmmlib.errors import DMMInputError
 
 TINY = SynthConfig(train_videos=2, val_videos=1, frames=6, height=40, width=64, distractor_prob=1.0)

@@ -15,10 +15,10 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
+from test_training import TinyClips, TinyTracker, tiny_config
 
 from dmmlib import distributed, training
-
-from test_training import TinyClips, TinyTracker, tiny_config
+from dmmlib.checkpoints import checkpoint_paths
 
 BETA1 = 0.9  # torch.optim.Adam's default
 
@@ -50,7 +50,7 @@ def _worker(rank: int, world_size: int, port: int, run_dir: str) -> None:
 
 
 def _first_gradient(run_dir) -> list[torch.Tensor]:
-    (path,) = training.checkpoint_paths(run_dir)
+    (path,) = checkpoint_paths(run_dir)
     state = torch.load(path, map_location="cpu", weights_only=True)
     moments = state["optimizer"]["state"]
     return [moments[k]["exp_avg"] / (1 - BETA1) for k in sorted(moments)]

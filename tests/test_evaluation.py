@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dmmlib.data.masks import write_label_png
 from dmmlib.errors import DMMInputError
-from dmmlib.evaluation import (
+from dmmlib.evaluation.davis import (
     GLOBAL_COLUMNS,
     evaluate_davis,
     write_json,
     write_official_csvs,
 )
-from dmmlib.maskio import write_label_png
-from dmmlib.metrics import boundary_f
+from dmmlib.evaluation.metrics import boundary_f
 
 H, W = 20, 30  # tolerance ceil(0.008 * 36.06) = 1 pixel
 

@@ -4,7 +4,7 @@
 import pytest
 import torch
 
-from dmmlib.convergence import explorer_data, realistic_costs, static_explorer
+from dmmlib.lessons.convergence import explorer_data, realistic_costs, static_explorer
 from dmmlib.matching import lp_objective
 
 GRID = {"lr": (0.05, 0.1), "n_grad": (5, 40), "n_proj": (1, 5), "lam": (0.3, 0.9)}

@@ -1,4 +1,4 @@
-"""dmmlib.matching / dmmlib.projections: Eq. 3-7, Alg. 1 and the baseline matchers.
+"""dmmlib.projections, dmmlib.matching and dmmlib.matchers: Eq. 3-7, Alg. 1 and the baseline matchers.
 
 Every claim is checked against something independent of the code under test: scipy's
 linprog (HiGHS) for the LP optimum, SLSQP for the Euclidean projection onto the
@@ -11,23 +11,23 @@ import torch
 from scipy.optimize import linprog, minimize
 
 from dmmlib.errors import DMMInputError
+from dmmlib.matchers import greedy_match, hungarian_match, sinkhorn_match
 from dmmlib.matching import (
     PAPER_SETTINGS,
-    alternating_project,
     confident_assignment,
-    constraint_violation,
     dmm_match,
-    dykstra_project,
-    greedy_match,
-    hungarian_match,
+    greedy_one_hot_start,
     lp_objective,
+)
+from dmmlib.projections import (
+    alternating_project,
+    constraint_violation,
+    dykstra_project,
     project_columns_literal_eq6,
     project_columns_sum_at_most_one,
     project_nonnegative,
     project_rows_sum_to_one,
-    sinkhorn_match,
 )
-from dmmlib.matching import greedy_one_hot_start
 
 F64 = torch.float64
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dmmlib.errors import DMMInputError
-from dmmlib.metrics import (
+from dmmlib.evaluation.metrics import (
     Statistics,
     boundary_f,
     boundary_map,

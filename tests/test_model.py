@@ -7,10 +7,11 @@ import pytest
 import torch
 import torchvision
 
+from dmmlib.checkpoints import load_checkpoint, save_checkpoint
 from dmmlib.cost import PADDING_COST, matching_cost, soft_iou
 from dmmlib.errors import DMMInputError
 from dmmlib.features import FeatureExtractor, masks_to_boxes
-from dmmlib.model import DMMNet, default_config, labels_from_logits, load_checkpoint, save_checkpoint
+from dmmlib.model import DMMNet, default_config, labels_from_logits
 from dmmlib.proposals import FrameProposals, proposals_from_labels
 from dmmlib.refinement import ConvLSTMCell
 

@@ -65,3 +65,34 @@ def test_cli_reports_unknown_profile_without_traceback():
     result = subprocess.run([sys.executable, "-m", "dmmlib", "info"], capture_output=True, text=True, env=env)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "DMM_PROFILE='nope'" in result.stderr
+
+
+def test_the_wheel_carries_the_configs_and_the_static_figures(tmp_path):
+    """A non-editable install must find the packaged configs and scripts (importlib.resources), not the checkout's."""
+    import zipfile
+
+    import shutil
+
+    source = tmp_path / "source"  # a copy: setuptools writes build/ and *.egg-info beside the sources
+    shutil.copytree(ROOT / "dmmlib", source / "dmmlib", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path / "dist")], check=True, capture_output=True, cwd=tmp_path)
+    wheel = next((tmp_path / "dist").glob("dmmlib-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        archive.extractall(tmp_path / "site")
+    for config in ("smoke", "cpu", "gpu", "davis2017", "youtube-vos"):
+        assert f"dmmlib/configs/{config}.yaml" in names, config
+    for asset in ("explorer.js", "slider.js", "slider.css"):
+        assert f"dmmlib/lessons/static/{asset}" in names, asset
+    probe = ("import dmmlib.train_config as t, dmmlib.lessons.viz as v; "
+             "print(t.packaged_config('gpu')); print(len(v.static_asset('explorer.js')) > 0); "
+             "print(t.load_config(t.packaged_config('davis2017')).dataset)")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(tmp_path / "site")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         check=True).stdout.split()
+    assert out[0].startswith(str(tmp_path / "site")), out  # read from the installed wheel
+    assert out[1:] == ["True", "davis"]

@@ -194,7 +194,7 @@ def _make_benchmark(root, sequences=(("train", 2), ("val", 2)), frames=3, height
     """Moving coloured rectangles; Instances hold one extra distractor that Annotations lack."""
     import cv2
 
-    from dmmlib.maskio import write_label_png
+    from dmmlib.data.masks import write_label_png
 
     rng = np.random.default_rng(0)
     for split, count in sequences:
@@ -232,12 +232,12 @@ def lite_net():
 
 
 def _fill_cache(benchmark, cache_root, make):
-    from dmmlib.maskio import read_label_png
-    from dmmlib.proposals import frame_paths, split_sequences
+    from dmmlib.data.davis import frame_files, read_split
+    from dmmlib.data.masks import read_label_png
 
     cache = ProposalCache(cache_root)
-    for seq in split_sequences(benchmark, "val"):
-        for frame in frame_paths(benchmark, seq):
+    for seq in read_split(benchmark, "val"):
+        for frame in frame_files(benchmark, seq):
             labels = read_label_png(benchmark / "Annotations" / "480p" / seq / f"{frame.stem}.png")
             cache.put(seq, frame.stem, make(labels))
     return cache
@@ -377,7 +377,12 @@ def test_coco_download_failure_is_a_clear_error(monkeypatch):
 
 
 def test_training_runs_saves_and_resumes_bit_identically(benchmark, tmp_path):
-    from dmmlib.proposal_training import ProposalTrainConfig, load_checkpoint, loss_log_path, train_proposal_net
+    from dmmlib.proposals.train import (
+        ProposalTrainConfig,
+        load_checkpoint,
+        loss_log_path,
+        train_proposal_net,
+    )
 
     config = ProposalTrainConfig(steps=3, batch_size=1, warmup_steps=1, checkpoint_every=2)
     straight = train_proposal_net(benchmark, tmp_path / "a.pt", config, seed=4, progress=False)
@@ -405,31 +410,34 @@ def test_training_runs_saves_and_resumes_bit_identically(benchmark, tmp_path):
 
 
 def test_compute_proposals_caches_skips_and_shards(benchmark, lite_net, tmp_path):
+    from dmmlib.distributed import World
     from dmmlib.proposals import compute_proposals
 
-    shard0 = compute_proposals(benchmark, "val", lite_net, tmp_path / "c", progress=False, rank=0, world_size=2)
+    shard0 = compute_proposals(benchmark, "val", lite_net, tmp_path / "c", progress=False, world=World(2, 0))
     assert shard0 == {"computed": 3, "skipped": 0, "sequences": 1}
     cache = ProposalCache(tmp_path / "c")
     assert cache.sequences() == ["val-0"]
-    both = compute_proposals(benchmark, "val", lite_net, tmp_path / "c", progress=False, rank=None, world_size=1)
+    both = compute_proposals(benchmark, "val", lite_net, tmp_path / "c", progress=False, world=World())
     assert both == {"computed": 3, "skipped": 3, "sequences": 2}
     # the cache holds what the net gives for these frames (masks up to the uint8 storage step)
-    from dmmlib.proposals import frame_paths, read_frame_rgb
+    from dmmlib.data.davis import frame_files
+    from dmmlib.data.images import read_frame
 
-    frames = [read_frame_rgb(p) for p in frame_paths(benchmark, "val-1")]
+    frames = [read_frame(p) for p in frame_files(benchmark, "val-1")]
     for t, direct in enumerate(lite_net.propose_batch(frames)):
         cached = cache.get("val-1", t)
         assert len(cached) == len(direct) and cached.image_size == direct.image_size
         torch.testing.assert_close(cached.boxes, direct.boxes, atol=1e-3, rtol=0)
         assert (cached.masks - direct.masks).abs().max() <= 0.5 / 255 + 1e-4
     with pytest.raises(DMMInputError, match="rank"):
-        compute_proposals(benchmark, "val", lite_net, tmp_path / "c", progress=False, rank=2, world_size=2)
+        World(2, 2)
 
 
 def test_compute_refuses_to_mix_two_networks(benchmark, lite_net, tmp_path):
+    from dmmlib.distributed import World
     from dmmlib.proposals import ProposalNet, compute_proposals
 
-    compute_proposals(benchmark, "val", lite_net, tmp_path / "c", progress=False, rank=0, world_size=2)
+    compute_proposals(benchmark, "val", lite_net, tmp_path / "c", progress=False, world=World(2, 0))
     other = ProposalNet("resnet18_fpn_lite", seed=9)
     assert other.digest() != lite_net.digest()
     with pytest.raises(DMMInputError, match="another network"):
@@ -437,7 +445,11 @@ def test_compute_refuses_to_mix_two_networks(benchmark, lite_net, tmp_path):
 
 
 def test_training_starts_from_given_weights(benchmark, lite_net, tmp_path):
-    from dmmlib.proposal_training import ProposalTrainConfig, load_checkpoint, train_proposal_net
+    from dmmlib.proposals.train import (
+        ProposalTrainConfig,
+        load_checkpoint,
+        train_proposal_net,
+    )
 
     torch.save(lite_net.detector.state_dict(), tmp_path / "init.pt")
     config = ProposalTrainConfig(steps=0, init_weights=str(tmp_path / "init.pt"))

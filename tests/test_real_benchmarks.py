@@ -18,14 +18,14 @@ import pytest
 import torch
 
 from dmmlib.cli import main as cli
-from dmmlib.data.fixtures import (
+from dmmlib.data.masks import read_label_png, write_label_png
+from dmmlib.lessons.fixtures import (
     write_davis_fixture,
     write_oracle_checkpoint,
     write_oracle_proposals,
     write_segtrack_fixture,
     write_youtube_vos_fixture,
 )
-from dmmlib.maskio import read_label_png, write_label_png
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,8 +57,9 @@ def run(*argv) -> None:
 def test_track_adds_objects_that_enter_late(tmp_path):
     from dmmlib.model import DMMNet, default_config
     from dmmlib.proposals import proposals_from_labels
-    from dmmlib.tracking import track
+    from dmmlib.tracking import TrackOptions, track
 
+    QUIET = TrackOptions(progress=False)
     fixture = write_youtube_vos_fixture(tmp_path, videos=1, heldout_split=None)
     video = fixture.videos["train"][0]
     frames, labels = video.frames, video.labels  # 6 fps; object 2 first appears at index 2
@@ -67,20 +68,20 @@ def test_track_adds_objects_that_enter_late(tmp_path):
     first = np.where(labels[0] == 1, 1, 0).astype(np.uint8)
     later = {2: np.where(labels[2] == 2, 2, 0).astype(np.uint8)}
     oracle = DMMNet(default_config("smoke", lam=0.99, refine=False, no_proposal_cost=-0.3))
-    out = list(track(frames, first, model=oracle, proposals=proposals, progress=False, later_masks=later))
+    out = list(track(frames, first, model=oracle, proposals=proposals, later_masks=later, options=QUIET))
     for t in range(len(frames)):
         assert_tracked(out[t], labels[t], (1, 2))
     np.testing.assert_array_equal(out[2] == 2, labels[2] == 2)  # the template frame gives the result
     # the DAVIS protocol (no later masks): object 2 is never output
-    plain = list(track(frames, first, model=oracle, proposals=proposals, progress=False))
+    plain = list(track(frames, first, model=oracle, proposals=proposals, options=QUIET))
     assert all(not (o == 2).any() for o in plain)
     # the refinement head's ConvLSTM memory grows with the new object; its given mask is the result there
     refined = DMMNet(default_config("smoke"))
-    out = list(track(frames, first, model=refined, proposals=proposals, progress=False, later_masks=later))
+    out = list(track(frames, first, model=refined, proposals=proposals, later_masks=later, options=QUIET))
     assert len(out) == 6 and np.array_equal(out[2] == 2, labels[2] == 2)
     # a video whose first frame holds no object yet
     empty = np.zeros_like(first)
-    out = list(track(frames, empty, model=oracle, proposals=proposals, progress=False, later_masks=later))
+    out = list(track(frames, empty, model=oracle, proposals=proposals, later_masks=later, options=QUIET))
     assert not out[0].any() and not out[1].any() and not (out[3] == 1).any()
     assert_tracked(out[3], labels[3], (2,))
 
@@ -117,7 +118,7 @@ def test_davis_proposals_train_predict_evaluate(tmp_path):
     for split in ("train", "val"):
         run("proposals", "compute", "--data", root, "--split", split, "--checkpoint", tmp_path / "proposal_net.pt",
             "--cache", tmp_path / "cache")
-    run("train", "--config", ROOT / "configs/davis2017.yaml", "--data", root, "--out", tmp_path / "run",
+    run("train", "--config", "davis2017", "--data", root, "--out", tmp_path / "run",
         "--set", "profile=smoke", "--set", "frame_size=[64,112]", "--set", "max_objects=2",
         "--set", "clips_per_epoch=1", "--set", "max_steps=1", "--set", "num_workers=0", "--set", "device=cpu",
         "--set", f"proposal_cache={tmp_path / 'cache'}", "--set", "model.backbone=resnet18",
@@ -182,7 +183,7 @@ def test_youtube_vos_predict_submission_layout_and_seen_unseen_scores(tmp_path, 
     tv_video = fixture.videos["train-val"][0]
     write_label_png(tmp_path / "tv/Annotations" / tv_video.name / "00025.png",
                     np.where(tv_video.labels[5] == 2, 0, tv_video.labels[5]).astype(np.uint8))
-    from dmmlib.benchmarks_real import evaluate_youtube_vos
+    from dmmlib.evaluation.youtube_vos import evaluate_youtube_vos
 
     worse = evaluate_youtube_vos(root, "train-val", tmp_path / "tv")
     assert worse["J_seen"] == pytest.approx(scores["J_seen"])  # object 1 untouched
@@ -207,7 +208,7 @@ def test_segtrack_predict_and_miou_frame_sets(tmp_path):
     assert written == [f"{n}.png" for n in penguin.frame_names]
     assert_tracked(read_label_png(tmp_path / "res/penguin" / f"{penguin.frame_names[3]}.png"), penguin.labels[3], (1, 2))
 
-    from dmmlib.benchmarks_real import evaluate_segtrack
+    from dmmlib.evaluation.segtrack import evaluate_segtrack
 
     perfect = evaluate_segtrack(root, tmp_path / "res")
     assert perfect["mIoU*"] == pytest.approx(1.0, abs=0.01) and perfect["mIoU†"] == pytest.approx(1.0, abs=0.01)

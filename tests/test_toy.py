@@ -5,9 +5,8 @@ import itertools
 import numpy as np
 import pytest
 
-from dmmlib import toy
 from dmmlib.errors import DMMInputError
-
+from dmmlib.lessons import toy
 
 # ----------------------------------------------------------------------------- Eq. 1 ingredients
 

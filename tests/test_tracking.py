@@ -11,11 +11,15 @@ import torch
 from PIL import Image
 
 import dmmlib
+from dmmlib.checkpoints import save_checkpoint
+from dmmlib.data.masks import read_label_png, write_label_png
 from dmmlib.errors import DMMInputError
-from dmmlib.maskio import read_label_png, write_label_png
-from dmmlib.model import DMMNet, default_config, save_checkpoint
+from dmmlib.model import DMMNet, default_config
 from dmmlib.proposals import ProposalCache, proposals_from_labels
-from dmmlib.tracking import track
+from dmmlib.proposals.sources import cached_source
+from dmmlib.tracking import TrackOptions, track
+
+QUIET = TrackOptions(progress=False)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_model import rectangles_video  # noqa: E402
@@ -53,7 +57,7 @@ def test_track_streams_and_matches_ground_truth():
             pulled.append(t)
             yield frame
 
-    outputs = dmmlib.track(generator(), labels[0], model=oracle_model(), proposals=oracle_list(labels), progress=False)
+    outputs = dmmlib.track(generator(), labels[0], model=oracle_model(), proposals=oracle_list(labels), options=QUIET)
     for t, output in enumerate(outputs):
         # streamed: frame t + 1 is read only once output t is asked for (two frames are read up front)
         assert len(pulled) <= max(t + 2, 2)
@@ -65,7 +69,7 @@ def test_track_streams_and_matches_ground_truth():
 def test_track_reads_a_folder_and_a_video(tmp_path):
     frames, labels = rectangles_video(T=3)
     write_sequence(tmp_path / "frames", frames)
-    out = list(track(tmp_path / "frames", labels[0], model=oracle_model(), proposals=oracle_list(labels), progress=False))
+    out = list(track(tmp_path / "frames", labels[0], model=oracle_model(), proposals=oracle_list(labels), options=QUIET))
     assert len(out) == 3 and np.array_equal(out[2], labels[2])
     import cv2
 
@@ -73,7 +77,7 @@ def test_track_reads_a_folder_and_a_video(tmp_path):
     for frame in frames:
         writer.write(np.ascontiguousarray(frame[:, :, ::-1]))
     writer.release()
-    out = list(track(tmp_path / "v.avi", labels[0], model=oracle_model(), proposals=oracle_list(labels), progress=False))
+    out = list(track(tmp_path / "v.avi", labels[0], model=oracle_model(), proposals=oracle_list(labels), options=QUIET))
     assert len(out) == 3 and np.array_equal(out[1], labels[1])  # the proposals decide the masks
 
 
@@ -92,8 +96,8 @@ def test_bad_inputs_are_clear_errors(tmp_path):
         track(tmp_path / "empty", labels[0], model=model, proposals=proposals)
     with pytest.raises(DMMInputError, match="does not exist"):
         track(tmp_path / "missing", labels[0], model=model, proposals=proposals)
-    with pytest.raises(DMMInputError, match="frame 2 is 24x64"):
-        list(track(frames[:2] + [frames[2][:24]], labels[0], model=model, proposals=proposals, progress=False))
+    with pytest.raises(DMMInputError, match=r"frame 2 \(00002\) of video is 24x64"):
+        list(track(frames[:2] + [frames[2][:24]], labels[0], model=model, proposals=proposals, options=QUIET))
 
 
 def run_cli(*args):
@@ -144,14 +148,14 @@ def test_predict_command(tmp_path):
             truth = read_label_png(root / "Annotations" / "480p" / seq / f"{t:05d}.png")
             np.testing.assert_array_equal(read_label_png(tmp_path / "results" / seq / f"{t:05d}.png"), truth)
     # The folder is what the evaluator reads (`python -m dmmlib evaluate`): perfect scores here.
-    from dmmlib.evaluation import evaluate_davis
+    from dmmlib.evaluation.davis import evaluate_davis
 
     scores = evaluate_davis(root, tmp_path / "results", "val", progress=False, workers=1).global_scores
     assert scores["J-Mean"] == pytest.approx(1.0) and scores["F-Mean"] == pytest.approx(1.0)
     again = run_cli(*args)
     assert again.returncode == 2 and "refusing to overwrite" in again.stderr and "Traceback" not in again.stderr
     missing = run_cli("predict", "--davis-root", tmp_path / "nowhere", "--out", tmp_path / "r2")
-    assert missing.returncode == 2 and "ImageSets" in missing.stderr and "Traceback" not in missing.stderr
+    assert missing.returncode == 2 and "nowhere does not exist" in missing.stderr and "Traceback" not in missing.stderr
 
 
 def test_track_with_a_proposal_net_and_a_cache_miss(tmp_path):
@@ -160,31 +164,33 @@ def test_track_with_a_proposal_net_and_a_cache_miss(tmp_path):
 
     frames, labels = rectangles_video(T=3)
     net = ProposalNet(profile="smoke")
-    out = list(track(frames, labels[0], model=oracle_model(), proposal_net=net, progress=False))
+    out = list(track(frames, labels[0], model=oracle_model(), proposals=net, options=QUIET))
     assert len(out) == 3 and all(o.shape == labels[0].shape and o.dtype == np.uint8 for o in out)
     assert set(np.unique(np.concatenate(out[1:]))) <= {0, 1, 2}
     cache = ProposalCache(tmp_path / "cache")
-    with pytest.raises(DMMInputError, match="has no proposals for clip frame 1"):
-        list(track(frames, labels[0], model=oracle_model(), proposals=cache, sequence="clip", progress=False))
-    out = list(track(frames, labels[0], model=oracle_model(), proposals=cache, proposal_net=net, sequence="clip", progress=False))
+    clip = TrackOptions(progress=False, sequence="clip")
+    with pytest.raises(DMMInputError, match="has no proposals for clip/00001"):
+        list(track(frames, labels[0], model=oracle_model(), proposals=cache, options=clip))
+    out = list(track(frames, labels[0], model=oracle_model(), proposals=cached_source(cache, net), options=clip))
     assert len(out) == 3
 
 
 def test_track_at_a_smaller_model_size():
     """size=(24, 32): the model runs at half size, the outputs come back at 48 x 64."""
     frames, labels = rectangles_video(T=4)
-    out = list(track(frames, labels[0], model=oracle_model(), proposals=oracle_list(labels), progress=False, size=(24, 32)))
+    out = list(track(frames, labels[0], model=oracle_model(), proposals=oracle_list(labels),
+                     options=TrackOptions(progress=False, size=(24, 32))))
     assert all(o.shape == (48, 64) for o in out)
     for t in range(1, 4):
         for i in (1, 2):
             pred, truth = out[t] == i, labels[t] == i
             assert (pred & truth).sum() / (pred | truth).sum() > 0.95
     with pytest.raises(DMMInputError, match="size="):
-        track(frames, labels[0], model=oracle_model(), proposals=oracle_list(labels), size=(4, 4))
+        track(frames, labels[0], model=oracle_model(), proposals=oracle_list(labels), options=TrackOptions(size=(4, 4)))
 
 
-def test_predict_split_with_online_learning_tunes_a_copy_per_video(tmp_path):
-    from dmmlib.tracking_predict import predict_split
+def test_predict_with_online_learning_tunes_a_copy_per_video(tmp_path):
+    from dmmlib.predict import PredictOptions, plan_davis, predict_videos
 
     root = tmp_path / "davis"
     cache = ProposalCache(tmp_path / "cache")
@@ -197,12 +203,13 @@ def test_predict_split_with_online_learning_tunes_a_copy_per_video(tmp_path):
     (root / "ImageSets" / "2017" / "val.txt").write_text("alpha\nbeta\n")
     model = DMMNet(default_config("smoke"))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    written = predict_split(root, "val", tmp_path / "results", model, cache, device="cpu", progress=False,
-                            online_steps=1)
+    source = cached_source(cache)
+    written = predict_videos(plan_davis(root, "val"), tmp_path / "results", model, lambda name: source,
+                             PredictOptions(device="cpu", progress=False, online_steps=1))
     assert written == ["alpha", "beta"]
     for seq in written:
         assert sorted(p.name for p in (tmp_path / "results" / seq).iterdir()) == ["00000.png", "00001.png", "00002.png"]
     # the caller's model is untouched: each video is tracked by its own fine-tuned copy
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     with pytest.raises(DMMInputError, match="online_steps"):
-        predict_split(root, "val", tmp_path / "again", model, cache, device="cpu", progress=False, online_steps=-1)
+        PredictOptions(online_steps=-1)

@@ -20,7 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dmmlib import losses, training
+from dmmlib import losses, train_config, training, unrolled
+from dmmlib.checkpoints import checkpoint_paths, load_training_checkpoint
 from dmmlib.errors import DMMInputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,11 +104,11 @@ class TinyClips(torch.utils.data.Dataset):
         return {"frames": torch.from_numpy(frames), "labels": torch.from_numpy(labels), "sequence": f"clip{index}"}
 
 
-def tiny_config(**changes) -> training.TrainConfig:
+def tiny_config(**changes) -> train_config.TrainConfig:
     values = dict(profile="smoke", frame_size=[24, 32], max_objects=2, unroll=2, clips_per_epoch=16, batch_size=2,
                   epochs=4, max_steps=6, proposal_noise=3, checkpoint_every=2, device="cpu", log_every=1)
     values.update(changes)
-    return training.config_from_dict(values, source="test config")
+    return train_config.config_from_dict(values, source="test config")
 
 
 def tiny_train(run_dir, cfg, repeat=False, **kwargs):
@@ -217,7 +218,7 @@ def test_resume_without_restoring_the_rng_would_not_be_identical(tmp_path, monke
 
 def test_checkpoints_hold_everything_and_load_with_weights_only(tmp_path):
     tiny_train(tmp_path / "run", tiny_config(max_steps=5, checkpoint_every=2, keep_checkpoints=2))
-    paths = training.checkpoint_paths(tmp_path / "run")
+    paths = checkpoint_paths(tmp_path / "run")
     assert [p.name for p in paths] == ["step_0000004.pt", "step_0000005.pt"]  # step 2 pruned, 5 is the final one
     state = torch.load(paths[-1], map_location="cpu", weights_only=True)
     assert state["step"] == 5 and state["final"] is True
@@ -262,7 +263,7 @@ def test_unknown_config_key_is_named_with_the_file(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("batch_size: 2\nlearning_rate: 0.1\n")
     with pytest.raises(DMMInputError, match=r"bad\.yaml.*'learning_rate'"):
-        training.load_config(path)
+        train_config.load_config(path)
 
 
 @pytest.mark.parametrize("line, key", [("loss: l2", "loss"), ("unroll: 0", "unroll"), ("frame_size: [64]", "frame_size"),
@@ -272,19 +273,19 @@ def test_bad_config_values_are_named(tmp_path, line, key):
     path = tmp_path / "bad.yaml"
     path.write_text(line + "\n")
     with pytest.raises(DMMInputError, match=key):
-        training.load_config(path)
+        train_config.load_config(path)
 
 
 def test_overrides_set_nested_and_typed_values(tmp_path):
-    cfg = training.load_config(ROOT / "configs" / "smoke.yaml", ["max_steps=3", "model.lam=0.9", "loss=bce"])
+    cfg = train_config.load_config(train_config.packaged_config("smoke"), ["max_steps=3", "model.lam=0.9", "loss=bce"])
     assert cfg.max_steps == 3 and cfg.model["lam"] == 0.9 and cfg.loss == "bce"
     with pytest.raises(DMMInputError, match="key=value"):
-        training.load_config(ROOT / "configs" / "smoke.yaml", ["max_steps"])
+        train_config.load_config(train_config.packaged_config("smoke"), ["max_steps"])
 
 
 @pytest.mark.parametrize("name", ["smoke", "cpu", "gpu", "davis2017", "youtube-vos"])
 def test_shipped_configs_are_valid(name):
-    cfg = training.load_config(ROOT / "configs" / f"{name}.yaml")
+    cfg = train_config.load_config(train_config.packaged_config(name))
     assert cfg.unroll == 2
     if name == "davis2017":
         assert (cfg.lr_pretrained, cfg.batch_size, cfg.epochs) == (1e-7, 1, 8)
@@ -314,21 +315,14 @@ def test_cli_reports_a_bad_config_as_an_error(tmp_path):
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def smoke_benchmark(tmp_path_factory):
-    from dmmlib.data import ensure_synthetic
-
-    return ensure_synthetic(root=tmp_path_factory.mktemp("synthetic") / "smoke", profile="smoke", progress=False)
-
-
 def test_dmmnet_trains_on_the_smoke_benchmark(tmp_path, smoke_benchmark):
-    from dmmlib.model import load_checkpoint
+    from dmmlib.checkpoints import load_checkpoint
 
-    cfg = training.profile_config("smoke", ["max_steps=3", "checkpoint_every=2"])
-    result = training.train(cfg, tmp_path / "run", data_root=smoke_benchmark, progress=False)
+    cfg = train_config.profile_config("smoke", ["max_steps=3", "checkpoint_every=2", f"data={smoke_benchmark}"])
+    result = training.train(cfg, tmp_path / "run", progress=False)
     assert [r["step"] for r in result.log] == [1, 2, 3]
     assert all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in result.log)
-    state = training.load_training_checkpoint(training.checkpoint_paths(tmp_path / "run")[-1])
+    state = load_training_checkpoint(checkpoint_paths(tmp_path / "run")[-1])
     assert state["step"] == 3
     reloaded = load_checkpoint(tmp_path / "run" / "model.pt")  # what `predict --checkpoint` reads
     for (name, a), b in zip(result.model.state_dict().items(), reloaded.state_dict().values()):
@@ -346,38 +340,23 @@ def test_online_finetune_trains_a_copy_on_the_first_frame():
 
     def held_out_loss(m):
         frames, labels = online.first_frame_clips(frame, mask, length=3, count=4, seed=999)
-        cfg = training.TrainConfig(max_objects=2)
+        cfg = train_config.TrainConfig(max_objects=2)
         keys = [(0, b) for b in range(4)]
-        props = training.clip_proposals(frames, labels, [{}] * 4, keys, training.make_proposal_source(cfg), 0)
+        props = unrolled.clip_proposals(frames, labels, [{}] * 4, keys, training.make_proposal_source(cfg), 0)
         with torch.no_grad():
-            return float(training.UnrolledClip(m, cfg)(frames, labels, props)[0])
+            return float(unrolled.UnrolledClip(m, cfg)(frames, labels, props)[0])
 
-    tuned = online.online_finetune(model, frame, mask, steps=25, lr=1e-2, seed=0)
+    tuned = online.online_finetune(model, frame, mask, online.OnlineOptions(steps=25, lr=1e-2, seed=0))
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the original is untouched
     assert held_out_loss(tuned) < 0.8 * held_out_loss(model)
     with pytest.raises(DMMInputError, match="no object"):
-        online.online_finetune(model, frame, np.zeros_like(mask), steps=1)
-
-
-def test_evaluate_model_scores_oracle_tracking_high(smoke_benchmark):
-    from dmmlib.model import DMMNet, ModelConfig
-
-    # no refinement, IoU-only cost, exact proposals: the matched ground truth is the output
-    model = DMMNet(ModelConfig(refine=False, lam=1.0, matcher="dmm"))
-    exact = training.evaluate_model(model, smoke_benchmark, "val", matcher="hungarian", proposal_noise=0,
-                                    proposal_jitter=0.0)
-    assert model.config.matcher == "dmm"  # the matcher override worked on a copy
-    perfect = [j for j in exact["J_per_object"].values() if j > 0.99]
-    assert exact["J_M"] > 0.6 and len(perfect) >= len(exact["J_per_object"]) / 2, exact
-    noisy = training.evaluate_model(model, smoke_benchmark, "val", matcher="hungarian", proposal_noise=4,
-                                    proposal_jitter=0.2)
-    assert 0 <= noisy["J_M"] < exact["J_M"] and 0 <= noisy["F_M"] <= 1
+        online.online_finetune(model, frame, np.zeros_like(mask), online.OnlineOptions(steps=1))
 
 
 @pytest.mark.slow
 def test_cli_trains_resumes_and_refuses_to_overwrite(tmp_path, smoke_benchmark):
     def run(*extra):
-        return subprocess.run([sys.executable, "-m", "dmmlib", "train", "--config", str(ROOT / "configs" / "smoke.yaml"),
+        return subprocess.run([sys.executable, "-m", "dmmlib", "train", "--config", "smoke",
                                "--out", str(tmp_path / "run"), "--data", str(smoke_benchmark),
                                "--set", "batch_size=1", *extra], capture_output=True, text=True, cwd=ROOT)
 

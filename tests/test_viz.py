@@ -16,9 +16,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from dmmlib import viz  # noqa: E402
+from dmmlib.data.masks import davis_palette  # noqa: E402
 from dmmlib.errors import DMMInputError  # noqa: E402
-from dmmlib.maskio import davis_palette  # noqa: E402
+from dmmlib.lessons import viz  # noqa: E402
 from dmmlib.profiles import by_profile  # noqa: E402
 
 EXTERNAL = re.compile(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}", re.IGNORECASE)

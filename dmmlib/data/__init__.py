@@ -1,5 +1,9 @@
 """Datasets: the synthetic VOS benchmark and loaders for DAVIS 2017, YouTube-VOS and SegTrack v2.
 
+One home per idea: frames are decoded in :mod:`~dmmlib.data.images`, label masks
+(and ``VOID_LABEL``) read and written in :mod:`~dmmlib.data.masks`, the DAVIS split
+files parsed in :mod:`~dmmlib.data.davis`, dataset locations in :mod:`~dmmlib.data.paths`.
+
 Loaders return lazily read :class:`VOSSequence` objects with numpy arrays
 (frames uint8 ``[H, W, 3]``, labels uint8 ``[H, W]``); :class:`ClipSampler` and
 :class:`ClipDataset` cut random augmented training clips (numpy, or torch
@@ -20,18 +24,25 @@ Typical use::
 
 from __future__ import annotations
 
-import importlib
+from dmmlib.exports import lazy_exports
 
 _EXPORTS = {
-    "SynthConfig": "dmmlib.data.synthetic",
+    "SynthConfig": "dmmlib.data.synth_config",
     "SyntheticVideo": "dmmlib.data.synthetic",
-    "synth_config_for_profile": "dmmlib.data.synthetic",
+    "synth_config_for_profile": "dmmlib.data.synth_config",
     "render_video": "dmmlib.data.synthetic",
     "generate_benchmark": "dmmlib.data.generate",
     "ensure_synthetic": "dmmlib.data.generate",
     "is_complete": "dmmlib.data.generate",
     "read_meta": "dmmlib.data.generate",
-    "data_dir": "dmmlib.data.generate",
+    "data_dir": "dmmlib.data.paths",
+    "runs_dir": "dmmlib.data.paths",
+    "VOID_LABEL": "dmmlib.data.masks",
+    "read_label_png": "dmmlib.data.masks",
+    "write_label_png": "dmmlib.data.masks",
+    "as_label_mask": "dmmlib.data.masks",
+    "object_ids": "dmmlib.data.masks",
+    "read_split": "dmmlib.data.davis",
     "ObjectInfo": "dmmlib.data.sequence",
     "FrameRecord": "dmmlib.data.sequence",
     "VOSSequence": "dmmlib.data.sequence",
@@ -43,16 +54,11 @@ _EXPORTS = {
     "ClipSampler": "dmmlib.data.clips",
     "ClipDataset": "dmmlib.data.clips",
     "read_frame": "dmmlib.data.images",
+    "iter_frames": "dmmlib.data.images",
+    "list_images": "dmmlib.data.images",
 }
 
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'dmmlib.data' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

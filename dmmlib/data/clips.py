@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
 
 from dmmlib.data.sequence import VOSDataset
 from dmmlib.errors import DMMInputError
@@ -84,8 +85,9 @@ def warp_clip(frames: np.ndarray, labels: np.ndarray, void: np.ndarray, matrix: 
 class Clip:
     """A training clip (numpy). ``frames`` uint8 ``[T, H, W, 3]``; ``labels`` uint8 ``[T, H, W]`` with the
     clip's objects renumbered 1..K in the order of ``object_ids`` (their ids in the dataset); ``void`` bool
-    ``[T, H, W]``; ``frame_indices`` the frames' indices in ``sequence``; ``instances`` uint8 ``[T, H, W]``
-    (the sampler's instance maps, ids as stored, warped like the labels) or None."""
+    ``[T, H, W]``; ``frame_indices`` the frames' indices in ``sequence`` and ``frame_names`` their file
+    stems; ``instances`` uint8 ``[T, H, W]`` (the sampler's instance maps, ids as stored, warped like the
+    labels) or None."""
 
     frames: np.ndarray
     labels: np.ndarray
@@ -94,6 +96,7 @@ class Clip:
     frame_indices: list[int]
     object_ids: list[int]
     instances: np.ndarray | None = None
+    frame_names: list[str] | None = None
 
 
 class ClipSampler:
@@ -172,14 +175,16 @@ class ClipSampler:
                     for m in instances
                 ])
             frames, labels, void = warp_clip(frames, labels, void, matrix, out_size)
-        return Clip(frames, labels, void, sequence.name, list(indices), present, instances)
+        names = [sequence.frame_names[i] for i in indices]
+        return Clip(frames, labels, void, sequence.name, list(indices), present, instances, names)
 
 
 class ClipDataset:
     """A map-style dataset for ``torch.utils.data.DataLoader`` over ``length`` clips of a :class:`ClipSampler`.
 
     Item ``i`` is a dict: ``frames`` float32 ``[T, 3, H, W]`` in [0, 1], ``labels`` int64 ``[T, H, W]``,
-    ``void`` bool ``[T, H, W]``, ``num_objects`` int, ``sequence`` str, ``frame_indices`` int64 ``[T]``, and
+    ``void`` bool ``[T, H, W]``, ``num_objects`` int, ``sequence`` str, ``frame_indices`` int64 ``[T]``,
+    ``frame_names`` (list of T file stems), and
     ``instances`` int64 ``[T, H, W]`` when the sampler has instance maps.
     Call :meth:`set_epoch` to draw new clips each epoch, deterministically.
     """
@@ -198,8 +203,6 @@ class ClipDataset:
         return self.length
 
     def __getitem__(self, index: int) -> dict:
-        import torch
-
         if not 0 <= index < self.length:
             raise IndexError(f"clip index {index} out of range for {self.length} clips")
         clip = self.sampler.clip(index, epoch=self.epoch)
@@ -211,6 +214,7 @@ class ClipDataset:
             "num_objects": len(clip.object_ids),
             "sequence": clip.sequence,
             "frame_indices": torch.tensor(clip.frame_indices, dtype=torch.int64),
+            "frame_names": list(clip.frame_names or []),
         }
         if clip.instances is not None:
             item["instances"] = torch.from_numpy(clip.instances.astype(np.int64))

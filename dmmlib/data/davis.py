@@ -1,4 +1,4 @@
-"""DAVIS 2017 (and our synthetic benchmark, which uses the same layout).
+"""DAVIS 2017 (and our synthetic benchmark, which uses the same layout): the one home of its layout.
 
 ::
 
@@ -19,15 +19,48 @@ from dmmlib.data.images import check_consecutive, list_images
 from dmmlib.data.sequence import VOSDataset, VOSSequence
 from dmmlib.errors import DMMInputError
 
+RESOLUTION = "480p"  # the DAVIS folder name; the synthetic benchmark keeps it for smaller frames
+YEAR = 2017
 
-def read_split_file(path: Path) -> list[str]:
-    """Sequence names listed one per line in ``path`` (blank lines ignored)."""
+
+def split_path(root: str | os.PathLike, split: str, year: int = YEAR) -> Path:
+    """``<root>/ImageSets/<year>/<split>.txt``."""
+    return Path(root) / "ImageSets" / str(year) / f"{split}.txt"
+
+
+def read_split(root: str | os.PathLike, split: str, year: int = YEAR) -> list[str]:
+    """The sequence names of ``split``: the lines of ``ImageSets/<year>/<split>.txt``, in file order.
+
+    Blank lines are skipped; a missing or empty file, or a name listed twice, is a
+    :class:`DMMInputError` naming the file.
+    """
+    path = split_path(root, split, year)
     if not path.is_file():
-        raise DMMInputError(f"split file {path} does not exist")
+        raise DMMInputError(f"split file {path} does not exist; expected one sequence name per line "
+                            f"(is {root} a dataset in the DAVIS layout?)")
     names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not names:
-        raise DMMInputError(f"split file {path} is empty; expected one sequence name per line")
+        raise DMMInputError(f"split file {path} lists no sequences; expected one sequence name per line")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DMMInputError(f"split file {path} lists {', '.join(repeated)} more than once")
     return names
+
+
+def frame_folder(root: str | os.PathLike, sequence: str, resolution: str = RESOLUTION) -> Path:
+    """``<root>/JPEGImages/<resolution>/<sequence>``."""
+    return Path(root) / "JPEGImages" / resolution / sequence
+
+
+def frame_files(root: str | os.PathLike, sequence: str, resolution: str = RESOLUTION) -> list[Path]:
+    """The JPEG frames of ``sequence``, sorted by name; a folder without any is a :class:`DMMInputError`."""
+    return list_images(frame_folder(root, sequence, resolution), (".jpg", ".jpeg"), required=True)
+
+
+def annotation_folder(root: str | os.PathLike, sequence: str, resolution: str = RESOLUTION,
+                      annotations: str = "Annotations") -> Path:
+    """``<root>/<annotations>/<resolution>/<sequence>`` (``annotations="Instances"``: the synthetic instance maps)."""
+    return Path(root) / annotations / resolution / sequence
 
 
 class DavisSequence(VOSSequence):
@@ -43,7 +76,7 @@ class DavisDataset(VOSDataset):
     (tracked objects and distractors), for training a class-agnostic proposal network.
     """
 
-    def __init__(self, root: str | os.PathLike, split: str = "val", resolution: str = "480p", year: int = 2017,
+    def __init__(self, root: str | os.PathLike, split: str = "val", resolution: str = RESOLUTION, year: int = YEAR,
                  annotations: str = "Annotations"):
         self.root = Path(root)
         if not self.root.is_dir():
@@ -54,19 +87,17 @@ class DavisDataset(VOSDataset):
         self.annotations_dir = self.root / annotations / resolution
         if not self.annotations_dir.is_dir():
             raise DMMInputError(f"annotation folder {self.annotations_dir} does not exist")
-        self.names = read_split_file(self.root / "ImageSets" / str(year) / f"{split}.txt")
+        self.names = read_split(self.root, split, year)
         for name in self.names:
             if not (self.frames_dir / name).is_dir():
                 raise DMMInputError(
-                    f"sequence {name!r} is listed in {self.root / 'ImageSets' / str(year) / f'{split}.txt'} "
+                    f"sequence {name!r} is listed in {split_path(self.root, split, year)} "
                     f"but its frame folder {self.frames_dir / name} does not exist"
                 )
 
     def _make_sequence(self, name: str) -> DavisSequence:
         frame_dir = self.frames_dir / name
-        frames = list_images(frame_dir, (".jpg", ".jpeg"))
-        if not frames:
-            raise DMMInputError(f"frame folder {frame_dir} holds no JPEG frames")
+        frames = frame_files(self.root, name, self.resolution)
         check_consecutive(frames, frame_dir)
         index_of = {p.stem: i for i, p in enumerate(frames)}
         annotation_dir = self.annotations_dir / name

@@ -23,29 +23,25 @@ from typing import Iterator
 
 import cv2
 import numpy as np
+from tqdm.auto import tqdm
 
-from dmmlib.data.synthetic import GENERATOR_VERSION, SPLITS, SynthConfig, SyntheticVideo, render_video, synth_config_for_profile
+from dmmlib.data.davis import RESOLUTION
+from dmmlib.data.masks import write_label_png
+from dmmlib.data.paths import data_dir
+from dmmlib.data.synth_config import SynthConfig, synth_config_for_profile
+from dmmlib.data.synthetic import (
+    GENERATOR_VERSION,
+    SPLITS,
+    SyntheticVideo,
+    render_video,
+)
 from dmmlib.errors import DMMInputError
 from dmmlib.fileio import atomic_path, atomic_write_text
-from dmmlib.maskio import write_label_png
 from dmmlib.profiles import active_profile
 
 GENERATOR_NAME = "dmmlib.data.synthetic"
-DATA_DIR_ENV_VAR = "DMM_DATA_DIR"
-RESOLUTION = "480p"
 # the only entries generate_benchmark creates; --force removes only these
 _OWN_ENTRIES = ("meta.json", "JPEGImages", "Annotations", "Instances", "ImageSets")
-
-
-def data_dir() -> Path:
-    """Where datasets live: ``$DMM_DATA_DIR``, else ``data/`` in the source checkout, else ``./data``."""
-    value = os.environ.get(DATA_DIR_ENV_VAR, "").strip()
-    if value:
-        return Path(value).expanduser()
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "pyproject.toml").is_file():
-        return checkout / "data"
-    return Path.cwd() / "data"
 
 
 def sequence_name(split: str, index: int) -> str:
@@ -107,8 +103,6 @@ def generate_benchmark(
     Refuses a non-empty existing ``root`` unless ``force``; with ``force`` only the
     entries this function writes are removed first. Returns ``root`` as a Path.
     """
-    from tqdm.auto import tqdm
-
     config = synth_config_for_profile() if config is None else config
     root = Path(root)
     if root.exists() and not root.is_dir():

@@ -12,6 +12,7 @@ from functools import lru_cache
 
 import cv2
 import numpy as np
+import skimage.data
 
 # Colour photographs: used for backgrounds and as object textures.
 COLOUR_PHOTOS = (
@@ -39,8 +40,6 @@ def load_photo(name: str) -> np.ndarray:
     Photographs larger than ``MAX_SIDE`` pixels are shrunk to it. Greyscale images are repeated over three channels. The result is cached and
     marked read-only, so callers must copy before modifying it.
     """
-    import skimage.data
-
     if name not in ALL_PHOTOS:
         raise KeyError(f"unknown photo {name!r}; expected one of {', '.join(ALL_PHOTOS)}")
     if name == "motorcycle":

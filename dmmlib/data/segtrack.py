@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from dmmlib.data.images import FRAME_EXTENSIONS, list_images
+from dmmlib.data.masks import read_label_png
 from dmmlib.data.sequence import ObjectInfo, VOSDataset, VOSSequence
 from dmmlib.errors import DMMInputError
-from dmmlib.maskio import read_label_png
 
 
 def read_binary_mask(path: Path) -> np.ndarray:
@@ -39,6 +39,15 @@ class SegTrackSequence(VOSSequence):
     def __init__(self, name, frame_paths, annotations, object_ids: list[int]):
         super().__init__(name, frame_paths, annotations)
         self._object_ids = object_ids
+
+    @property
+    def ground_truth_ids(self) -> list[int]:
+        """The object ids of the ground-truth folders (1 for a single object), whether or not visible."""
+        return list(self._object_ids)
+
+    def object_masks(self, index: int) -> np.ndarray:
+        """Each object's own mask of frame ``index``, overlaps kept: bool ``[K, H, W]`` in :attr:`ground_truth_ids` order."""
+        return np.stack([read_binary_mask(path) for path in self.annotations[index]])
 
     def _read_raw(self, index: int) -> np.ndarray:
         expected = self.frame_size(index)

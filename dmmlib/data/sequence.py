@@ -17,10 +17,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from dmmlib.data.images import image_size, read_frame
+from dmmlib.data.masks import VOID_LABEL, object_ids, read_label_png
 from dmmlib.errors import DMMInputError
-from dmmlib.maskio import read_label_png
-
-VOID_LABEL = 255
 
 
 @dataclass(frozen=True)
@@ -123,8 +121,7 @@ class VOSSequence:
     def _find_objects(self) -> list[ObjectInfo]:
         if 0 not in self.annotations:
             raise DMMInputError(f"sequence {self.name!r}: the first frame {self.frame_paths[0]} has no annotation")
-        ids = np.unique(self.labels(0))
-        return [ObjectInfo(int(i), 0) for i in ids if i != 0]
+        return [ObjectInfo(i, 0) for i in object_ids(self.labels(0))]
 
     @cached_property
     def objects(self) -> list[ObjectInfo]:

@@ -1,0 +1,99 @@
+"""Checkpoint files: a trained DMMNet, and the state of a training run.
+
+* :func:`save_checkpoint` / :func:`load_checkpoint` -- a :class:`~dmmlib.model.DMMNet`
+  (its :class:`~dmmlib.model.ModelConfig` and weights) for ``track`` and ``predict``;
+* :func:`save_training_checkpoint` / :func:`load_training_checkpoint` -- everything a
+  training run needs to continue bit for bit (model, optimiser, step, RNG states,
+  config), one file per saved step under ``RUN/checkpoints/``.
+
+Everything is written atomically and read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+
+from dmmlib.errors import DMMInputError
+from dmmlib.fileio import atomic_path, refuse_overwrite
+from dmmlib.model import DMMNet, ModelConfig
+from dmmlib.torchio import load_torch_file
+
+CHECKPOINT_FORMAT = "dmmlib.DMMNet"
+CHECKPOINT_VERSION = 1
+TRAINING_CHECKPOINT_FORMAT = "dmmlib-train-v1"
+TRAINING_CHECKPOINT_DIR = "checkpoints"
+
+
+def save_checkpoint(path: str | os.PathLike, model: DMMNet, extra: dict | None = None, overwrite: bool = False) -> Path:
+    """Write ``model`` (config + weights) and ``extra`` to ``path`` atomically.
+
+    ``extra`` must hold only what ``torch.load(weights_only=True)`` accepts (numbers,
+    strings, lists, dicts, tensors). An existing file is kept unless ``overwrite``.
+    """
+    path = Path(path)
+    refuse_overwrite(path, overwrite, what="checkpoint", flag="overwrite=True")
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": asdict(model.config),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "extra": {} if extra is None else extra,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", return_extra: bool = False):
+    """Read a checkpoint written by :func:`save_checkpoint` -> DMMNet in eval mode (and ``extra``).
+
+    Raises DMMInputError for a missing, unreadable, foreign or incompatible file.
+    """
+    path = Path(path)
+    payload = load_torch_file(path, "checkpoint", map_location)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise DMMInputError(f"checkpoint {path} is not a DMM-Net checkpoint (expected format={CHECKPOINT_FORMAT!r})")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise DMMInputError(f"checkpoint {path} has version {payload.get('version')}; this dmmlib reads version {CHECKPOINT_VERSION}")
+    known = {f.name for f in fields(ModelConfig)}
+    config = payload.get("config")
+    if not isinstance(config, dict) or set(config) - known:
+        raise DMMInputError(f"checkpoint {path} has an unknown model config: {sorted(set(config or {}) - known)}")
+    if isinstance(config.get("pool_levels"), list):
+        config["pool_levels"] = tuple(config["pool_levels"])
+    model = DMMNet(ModelConfig(**config))
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, KeyError, TypeError) as error:
+        raise DMMInputError(f"checkpoint {path} does not fit its own model config: {error}") from None
+    model.to(map_location).eval()
+    return (model, payload.get("extra", {})) if return_extra else model
+
+
+def checkpoint_paths(run_dir: str | os.PathLike) -> list[Path]:
+    """The run's checkpoints, oldest first."""
+    folder = Path(run_dir) / TRAINING_CHECKPOINT_DIR
+    return sorted(folder.glob("step_*.pt")) if folder.is_dir() else []
+
+
+def load_training_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a training checkpoint with ``weights_only=True``; a foreign or broken file is a DMMInputError."""
+    path = Path(path)
+    state = load_torch_file(path, "training checkpoint", map_location)
+    if not isinstance(state, dict) or state.get("format") != TRAINING_CHECKPOINT_FORMAT:
+        raise DMMInputError(f"checkpoint {path} is not a dmmlib training checkpoint (format {TRAINING_CHECKPOINT_FORMAT})")
+    return state
+
+
+def save_training_checkpoint(run_dir: Path, state: dict, keep: int) -> Path:
+    """Write ``state`` as ``RUN/checkpoints/step_XXXXXXX.pt`` atomically; keep the newest ``keep`` files."""
+    path = run_dir / TRAINING_CHECKPOINT_DIR / f"step_{state['step']:07d}.pt"
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    for old in checkpoint_paths(run_dir)[:-keep]:
+        old.unlink()
+    return path

@@ -1,0 +1,143 @@
+"""One training example through the model: the unrolled clip (Sec. 4.1, "Fine-tune"; Table 4's "Unroll").
+
+A clip of ``unroll + 1`` consecutive frames ``[T, 3, H, W]`` with labels ``[T, H, W]``:
+the ground-truth masks of its first frame are the templates (their features are
+computed on that frame), then ``model.step`` runs over the next ``unroll`` frames with
+the proposals of each, carrying the tracking state (ConvLSTM memory, the matched mask
+used for the next frame's IoU, the template features). The loss of every unrolled frame
+is back-propagated through the refinement head, the matching layer (Alg. 1) and the
+matching features, so the cost matrix (Eq. 1) is learned. :class:`UnrolledClip` is that
+graph as one module (so DistributedDataParallel wraps it as one forward); training
+(:mod:`dmmlib.training`) and online learning (:mod:`dmmlib.online`) both run it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from dmmlib.cost import mask_iou
+from dmmlib.errors import DMMInputError
+from dmmlib.losses import assignment_loss, best_proposal, mask_loss
+from dmmlib.proposals.sources import FrameQuery, ProposalSource
+from dmmlib.train_config import TrainConfig
+
+
+def _clip_parts(item) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Normalise a dataset item to ``(frames [T, 3, H, W] float, labels [T, H, W] long, meta)``."""
+    if isinstance(item, dict):
+        frames, labels = item["frames"], item["labels"]
+        meta = {k: v for k, v in item.items() if k not in ("frames", "labels")}
+    else:
+        frames, labels = item[0], item[1]
+        meta = item[2] if len(item) > 2 and isinstance(item[2], dict) else {}
+    frames = torch.as_tensor(frames, dtype=torch.float32)
+    labels = torch.as_tensor(np.asarray(labels)).long()
+    if frames.dim() != 4 or frames.shape[1] != 3 or labels.shape != (frames.shape[0], *frames.shape[2:]):
+        raise DMMInputError(
+            f"a training clip must be frames [T, 3, H, W] with labels [T, H, W]; "
+            f"got {tuple(frames.shape)} and {tuple(labels.shape)}"
+        )
+    return frames, labels, meta
+
+
+def collate_clips(items: list) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+    """Stack clips: ``(frames [B, T, 3, H, W], labels [B, T, H, W], metas)``."""
+    parts = [_clip_parts(item) for item in items]
+    return torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts]), [p[2] for p in parts]
+
+
+def object_masks(labels: torch.Tensor, n: int) -> torch.Tensor:
+    """One binary mask per object id 1..n: labels ``[..., H, W]`` -> ``[..., n, H, W]`` float (255, void, is no object)."""
+    ids = torch.arange(1, n + 1, device=labels.device).view(-1, 1, 1)
+    return (labels.unsqueeze(-3) == ids).float()
+
+
+def frame_query(frames: torch.Tensor, labels: torch.Tensor, meta: dict, t: int,
+                rng: np.random.Generator) -> FrameQuery:
+    """The :class:`~dmmlib.proposals.FrameQuery` of frame ``t`` of one clip (frames [T, 3, H, W], labels [T, H, W])."""
+    index = int(meta["frame_indices"][t]) if "frame_indices" in meta else t
+    names = meta.get("frame_names") or []
+    instances = meta.get("instances")
+    return FrameQuery(
+        sequence=str(meta.get("sequence", "clip")), index=index, name=names[t] if names else f"{index:05d}",
+        image=frames[t], labels=labels[t].cpu().numpy().astype(np.uint8),
+        instances=None if instances is None else np.asarray(instances[t]), rng=rng,
+    )
+
+
+def clip_proposals(frames: torch.Tensor, labels: torch.Tensor, metas: list[dict], keys: list[tuple[int, ...]],
+                   source: ProposalSource, seed: int) -> list[list]:
+    """Proposals for frames 1..T-1 of every clip: ``[T-1][B]`` FrameProposals.
+
+    frames [B, T, 3, H, W], labels [B, T, H, W]. The randomness of clip ``b``, frame ``t``
+    is drawn from a generator seeded by ``(seed, *keys[b], t)`` -- the clip's epoch and
+    index, not the process -- so a clip gets the same proposals whichever rank trains it
+    and whenever it is resumed.
+    """
+    return [
+        [source(frame_query(frames[b], labels[b], metas[b], t, np.random.default_rng([seed, *keys[b], t])))
+         for b in range(frames.shape[0])]
+        for t in range(1, frames.shape[1])
+    ]
+
+
+
+class UnrolledClip(nn.Module):
+    """Runs the model over a batch of clips and returns the loss (wrapped by DDP as one forward).
+
+    ``forward(frames [B, T, 3, H, W], labels [B, T, H, W], proposals [T-1][B]) -> (loss, stats)``
+    where ``stats`` holds detached scalars: the mask and assignment losses, the hard IoU
+    of the predictions and the fraction of templates whose largest ``X_hat`` entry is the
+    GT-best proposal. Frame 0 gives the templates; frames 1..T-1 are predicted.
+    """
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig):
+        super().__init__()
+        self.model = model
+        self.loss_kind = cfg.loss
+        self.n = cfg.max_objects
+        self.assignment_weight = float(cfg.assignment_loss_weight)
+        self.assignment_min_iou = float(cfg.assignment_min_iou)
+
+    def forward(self, frames: torch.Tensor, labels: torch.Tensor, proposals: list[list]):
+        masks = object_masks(labels, self.n)  # [B, T, n, H, W]
+        valid = masks[:, 0].flatten(2).any(-1)  # [B, n]: objects with a template in frame 0
+        state = self.model.init_state(frames[:, 0], masks[:, 0], valid)
+        total = frames.new_zeros(())
+        sums = {"mask_loss": 0.0, "assignment_loss": 0.0, "iou": 0.0, "assignment_accuracy": 0.0}
+        counts = {"iou": 0.0, "assignment_accuracy": 0.0}
+        for t in range(1, frames.shape[1]):
+            out, state = self.model.step(frames[:, t], proposals[t - 1], state)
+            target = masks[:, t]
+            frame_loss = mask_loss(out.logits, target, valid, self.loss_kind)
+            sums["mask_loss"] += float(frame_loss.detach())
+            # the model's own P~ [B, m, H, W] (after its top-k and padding), so columns line up with X_hat
+            best = torch.stack([
+                best_proposal(target[b], out.proposal_masks[b].detach(), self.assignment_min_iou)
+                for b in range(target.shape[0])
+            ])  # [B, n]
+            if self.assignment_weight > 0:
+                a_loss = assignment_loss(out.x_hat, best, valid)
+                sums["assignment_loss"] += float(a_loss.detach())
+                frame_loss = frame_loss + self.assignment_weight * a_loss
+            total = total + frame_loss
+            with torch.no_grad():
+                predicted = out.logits > 0  # sigmoid > 0.5
+                iou = mask_iou(predicted.unsqueeze(-3), target.bool().unsqueeze(-3))[..., 0, 0]  # [B, n]
+                sums["iou"] += float(iou[valid].sum())
+                counts["iou"] += float(valid.sum())
+                scored = valid & (best >= 0)
+                hits = (out.x_hat.argmax(-1) == best) & scored
+                sums["assignment_accuracy"] += float(hits.sum())
+                counts["assignment_accuracy"] += float(scored.sum())
+        unrolled = frames.shape[1] - 1
+        loss = total / unrolled
+        stats = {
+            "mask_loss": sums["mask_loss"] / unrolled,
+            "assignment_loss": sums["assignment_loss"] / unrolled,
+            "iou": sums["iou"] / max(counts["iou"], 1.0),
+            "assignment_accuracy": sums["assignment_accuracy"] / max(counts["assignment_accuracy"], 1.0),
+        }
+        return loss, stats
