@@ -63,8 +63,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     config = payload.get("config")
     if not isinstance(config, dict) or set(config) - known:
         raise DMMInputError(f"checkpoint {path} has an unknown model config: {sorted(set(config or {}) - known)}")
-    if isinstance(config.get("pool_levels"), list):
-        config["pool_levels"] = tuple(config["pool_levels"])
+    config.setdefault("refine_mode", "plain")  # files written before the pass-through head had the paper's head
     model = DMMNet(ModelConfig(**config))
     try:
         model.load_state_dict(payload["state_dict"])

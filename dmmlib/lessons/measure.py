@@ -126,7 +126,7 @@ def frame_diagnostics(step: TrackStep, truth: np.ndarray, size) -> dict[str, lis
     real = out.proposal_valid[0] | out.no_proposal[0]
     hungarian = hungarian_match(out.cost, template_mask=step.state.template_valid,
                                 proposal_mask=real[None])[0].argmax(-1).cpu()
-    matched = (out.matched_masks[0] / out.x_tilde[0].amax(-1).clamp_min(1e-6)[:, None, None]).cpu() > 0.5
+    matched = out.matched_proposals[0].cpu() > 0.5
     predicted = out.logits[0].cpu() > 0
     matched_iou = mask_iou(matched[:, None], gt_small.bool()[:, None])[:, 0, 0]
     output_iou = mask_iou(predicted[:, None], gt_small.bool()[:, None])[:, 0, 0]
