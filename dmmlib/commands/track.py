@@ -26,9 +26,9 @@ def main(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     if out_dir.is_dir() and any(out_dir.glob("*.png")):  # before the slow model building: errors come fast
         refuse_overwrite(out_dir, args.force, what="output folder (with PNGs)")
-    model = load_model(args.checkpoint)
+    model = load_model(args.checkpoint, args.untrained)
     sequence = args.sequence or Path(args.frames).stem
-    source = proposal_supply(args.proposals_cache, args.proposal_checkpoint, args.device)(sequence)
+    source = proposal_supply(args.proposals_cache, args.proposal_checkpoint, args.device, args.untrained)(sequence)
     names = iter_frames(args.frames)[2] or (f"{i:05d}" for i in itertools.count())  # a video file has no names
     options = TrackOptions(device=args.device, size=args.size, progress=True, sequence=sequence)
     labels = track(args.frames, args.mask, model, source, options=options)

@@ -59,16 +59,31 @@ COST_LEARNING = {
 }
 
 
-#: Table 4 on our benchmark (chapter 9): ``steps`` x ``batch`` training clips per model; ``frame_size``
-#: [H, W] at which models train and run; ``seeds``: one set of models each; ``val_videos``: the
-#: first N of the val split (None: all); ``refine``: with the refinement head, and its width.
+#: The book's DMM-Nets (chapters 8, 9, 11; :mod:`dmmlib.lessons.book_models`). Every model trains
+#: ``steps`` steps of ``batch`` clips at ``frame_size`` [H, W], f_theta initialised from the proposal
+#: net's trunk and reading its ``levels`` (the CPU detector has no conv5), the pass-through head of
+#: ``refine_width`` channels, Adam at ``lr_pretrained`` (f_theta) / ``lr_random`` (head), the mask loss
+#: plus ``assignment_loss_weight`` x the cross-entropy of X^ (dmmlib.losses); a checkpoint every
+#: ``checkpoint_every`` steps; the held-out loss on ``heldout_clips`` val clips every ``heldout_every`` steps.
+BOOK_MODELS = {
+    "smoke": {"steps": 2, "batch": 2, "frame_size": [48, 80], "levels": ("conv2", "conv3", "conv4"),
+              "refine_width": 8, "lr_pretrained": 1e-4, "lr_random": 1e-3, "assignment_loss_weight": 1.0,
+              "checkpoint_every": 1, "heldout_clips": 2, "heldout_every": 1},
+    "cpu": {"steps": 40, "batch": 4, "frame_size": [96, 176], "levels": ("conv2", "conv3", "conv4"),
+            "refine_width": 16, "lr_pretrained": 1e-4, "lr_random": 1e-3, "assignment_loss_weight": 1.0,
+            "checkpoint_every": 10, "heldout_clips": 8, "heldout_every": 10},
+    "gpu": {"steps": 2000, "batch": 24, "frame_size": [240, 432], "levels": ("conv2", "conv3", "conv4", "conv5"),
+            "refine_width": 64, "lr_pretrained": 1e-4, "lr_random": 1e-3, "assignment_loss_weight": 1.0,
+            "checkpoint_every": 100, "heldout_clips": 64, "heldout_every": 100},
+}
+
+#: Table 4 on our benchmark (chapter 9): ``seeds`` (one set of models each: the head's initial weights,
+#: the training clips and their augmentation); ``val_videos``: the first N of the val split (None: all);
+#: ``ablation_seeds``: seeds of the plain-head ablation; ``bootstrap``: draws of the paired bootstrap.
 TABLE4 = {
-    "smoke": {"steps": 2, "batch": 2, "frame_size": [32, 56], "seeds": (0,), "val_videos": 1,
-              "refine": False, "refine_width": 8},
-    "cpu": {"steps": 30, "batch": 2, "frame_size": [64, 112], "seeds": (0, 1, 2), "val_videos": 6,
-            "refine": False, "refine_width": 16},
-    "gpu": {"steps": 2000, "batch": 24, "frame_size": [240, 432], "seeds": (0, 1, 2, 3, 4), "val_videos": None,
-            "refine": True, "refine_width": 64},
+    "smoke": {"seeds": (0,), "val_videos": 2, "ablation_seeds": (0,), "bootstrap": 500},
+    "cpu": {"seeds": (0, 1, 2), "val_videos": None, "ablation_seeds": (0,), "bootstrap": 4000},
+    "gpu": {"seeds": (0, 1, 2, 3, 4), "val_videos": None, "ablation_seeds": (0, 1, 2), "bootstrap": 4000},
 }
 
 
