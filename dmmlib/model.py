@@ -372,7 +372,7 @@ class DMMNet(nn.Module):
             matched_proposal = matched / weight
         with clock("refinement"):
             keep = present[:, :, None, None]
-            logits, lstm = self._refine(feature_maps, matched, matched_proposal, state)
+            logits, lstm = self.refine_logits(feature_maps, matched, matched_proposal, state)
             if lstm is not None:
                 lstm = self._keep_absent_state(lstm, state.lstm, present.reshape(-1))
             logits = torch.where(keep, logits, torch.full_like(logits, SUPPRESSED_LOGIT))
@@ -386,10 +386,12 @@ class DMMNet(nn.Module):
         )
         return output, new_state
 
-    def _refine(self, feature_maps, matched: torch.Tensor, matched_proposal: torch.Tensor, state: TrackState):
+    def refine_logits(self, feature_maps, matched: torch.Tensor, matched_proposal: torch.Tensor, state: TrackState):
         """Logits [B, n, H, W] and the new ConvLSTM state (None without a head); see the module docstring.
 
-        matched = P^ of Eq. 8 (the head's input, as in Sec. 3); matched_proposal = M (P^ at full strength).
+        matched = P^ of Eq. 8 (the head's input, as in Sec. 3), matched_proposal = M = P^ / sum_j X~_ij
+        (the matched proposal at full strength), both [B, n, H, W]. ``"pass-through"``: logit(M) plus
+        the head's correction; ``"plain"``: the head's output alone; no head: logit(M).
         """
         if self.refinement is None:
             return torch.logit(matched_proposal.clamp(1e-4, 1 - 1e-4)), None
