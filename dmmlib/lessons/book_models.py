@@ -106,14 +106,21 @@ def proposal_work_dir(profile: str | None = None) -> Path:
     return data_dir() / f"proposals-{profile}-{hashlib.sha1(payload.encode()).hexdigest()[:10]}"
 
 
+_PREPARED: dict = {}  # work folder -> ProposalAssets prepared by this process
+
+
 def prepare_proposals(profile: str | None = None, progress: bool = False) -> ProposalAssets:
     """Train (or reuse) the profile's proposal net, fill its train and val caches, save f_theta's trunk.
 
-    Idempotent: a second call only checks that every file is there.
+    Idempotent: a second call only checks that every file is there (within one process, that the
+    files it prepared still exist).
     """
     profile = active_profile() if profile is None else profile
     root = ensure_synthetic(profile=profile, progress=False)
     work = proposal_work_dir(profile)
+    known = _PREPARED.get(work)
+    if known is not None and known.checkpoint.is_file() and known.f_theta.is_file():
+        return known
     checkpoint = work / "proposal_net.pt"
     train_proposal_net(root, checkpoint, train_config_for_profile(profile), seed=0, resume=True, progress=progress)
     net = load_proposal_net(checkpoint)
@@ -125,7 +132,8 @@ def prepare_proposals(profile: str | None = None, progress: bool = False) -> Pro
     if not f_theta.is_file():
         with atomic_path(f_theta) as tmp:
             torch.save(net.backbone_state_dict(), tmp)
-    return ProposalAssets(root, work, checkpoint, caches, f_theta)
+    _PREPARED[work] = ProposalAssets(root, work, checkpoint, caches, f_theta)
+    return _PREPARED[work]
 
 
 # -- the DMM-Nets --------------------------------------------------------------------------------

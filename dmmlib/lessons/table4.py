@@ -213,7 +213,8 @@ def _score_model(row: str, seed: int, profile: str, budget: dict, names: list[st
 
 
 def row_seeds(row: str, settings: dict) -> tuple:
-    return tuple(settings["ablation_seeds"]) if row in ABLATIONS else tuple(settings["seeds"])
+    """The seeds ``row`` runs on: ``settings["row_seeds"]`` where given, else ``settings["seeds"]``."""
+    return tuple(settings["row_seeds"].get(row, settings["seeds"]))
 
 
 def run_table4(profile: str | None = None, rows: tuple[str, ...] = ROWS + ABLATIONS, progress: bool = False,
