@@ -66,9 +66,9 @@ COST_LEARNING = {
 #: plus ``assignment_loss_weight`` x the cross-entropy of X^ (dmmlib.losses); a checkpoint every
 #: ``checkpoint_every`` steps; the held-out loss on ``heldout_clips`` val clips every ``heldout_every`` steps.
 BOOK_MODELS = {
-    "smoke": {"steps": 4, "batch": 2, "frame_size": [48, 80], "levels": ("conv2", "conv3", "conv4"),
-              "refine_width": 8, "lr_pretrained": 1e-4, "lr_random": 1e-3, "assignment_loss_weight": 1.0,
-              "checkpoint_every": 2, "heldout_clips": 2, "heldout_every": 2},
+    "smoke": {"steps": 3, "batch": 2, "frame_size": [32, 56], "levels": ("conv2", "conv3", "conv4"),
+              "refine_width": 4, "lr_pretrained": 1e-4, "lr_random": 1e-3, "assignment_loss_weight": 1.0,
+              "checkpoint_every": 2, "heldout_clips": 2, "heldout_every": 3},
     "cpu": {"steps": 40, "batch": 4, "frame_size": [96, 176], "levels": ("conv2", "conv3", "conv4"),
             "refine_width": 16, "lr_pretrained": 1e-4, "lr_random": 1e-3, "assignment_loss_weight": 1.0,
             "checkpoint_every": 10, "heldout_clips": 8, "heldout_every": 10},
@@ -91,7 +91,7 @@ BOOK_MODELS = {
 #: threads these are about 2.5x faster: chapter 6 ~200 s, chapter 8 (the book's model, the head study,
 #: the ablation) ~150 s, chapter 9 (the other 10 models, 24 evaluations) ~550 s.
 TABLE4 = {
-    "smoke": {"seeds": (0,), "row_seeds": {}, "val_videos": 2, "bootstrap": 500},
+    "smoke": {"seeds": (0,), "row_seeds": {}, "val_videos": 2, "bootstrap": 200},
     "cpu": {"seeds": (0, 1, 2), "row_seeds": {"ft-unroll1": (0, 1), "ft-unroll3": (0, 1), "ft-unroll2-plain": (0,)},
             "val_videos": None, "bootstrap": 4000},
     "gpu": {"seeds": (0, 1, 2, 3, 4), "row_seeds": {"ft-unroll2-plain": (0, 1, 2)}, "val_videos": None,
@@ -117,7 +117,7 @@ REAL_BENCHMARKS = {
 #: ``fixed_loss_clips`` clips on which a model's training objective is compared before and after,
 #: ``head_start_steps`` steps of the plain and the pass-through head in chapter 8's head study.
 MEASUREMENTS = {
-    "smoke": {"held_out_clips": 8, "table4_margin_clips": 4, "fixed_loss_clips": 2, "head_start_steps": 3},
+    "smoke": {"held_out_clips": 4, "table4_margin_clips": 2, "fixed_loss_clips": 2, "head_start_steps": 2},
     "cpu": {"held_out_clips": 24, "table4_margin_clips": 16, "fixed_loss_clips": 8, "head_start_steps": 40},
     "gpu": {"held_out_clips": 200, "table4_margin_clips": 64, "fixed_loss_clips": 32, "head_start_steps": 200},
 }

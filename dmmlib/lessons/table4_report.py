@@ -75,6 +75,8 @@ def contrast(objects: pd.DataFrame, weights: dict[str, float], difficulty: str =
     part = _subset(objects[objects["row"].isin(list(weights))], difficulty)
     seeds = sorted(set.intersection(*(set(part[part["row"] == r]["seed"]) for r in weights)))
     part = part[part["seed"].isin(seeds)]
+    if part.empty:  # no video of this difficulty (a small profile): nothing to estimate
+        return PairedEstimate(*(float("nan"),) * 4, 0.95, len(seeds), 0, 0)
     videos = sorted(part["video"].unique())
     sums = part.assign(weighted=part[metric] * part["row"].map(weights)).pivot_table(
         index="seed", columns="video", values="weighted", aggfunc="sum").reindex(index=seeds, columns=videos)
@@ -98,6 +100,8 @@ def refinement_gain(videos: pd.DataFrame, row: str, difficulty: str = "all", n_b
     """Mean IoU of the output minus that of the matched proposal it started from, over the visible
     (frame, object) pairs of ``row``, in points, bootstrapped over seeds and videos."""
     part = _subset(videos[videos["row"] == row], difficulty)
+    if part.empty or part["pairs"].sum() == 0:
+        return PairedEstimate(*(float("nan"),) * 4, 0.95, int(part["seed"].nunique()), 0, 0)
     seeds, names = sorted(part["seed"].unique()), sorted(part["video"].unique())
     gain = part.assign(d=(part["output_iou"] - part["matched_iou"]).fillna(0.0) * part["pairs"])
     sums = gain.pivot_table(index="seed", columns="video", values="d", aggfunc="sum").reindex(index=seeds, columns=names)
@@ -217,3 +221,50 @@ def report_card_rows(objects: pd.DataFrame, rows: tuple[str, ...] = ROWS + ABLAT
                         "seeds": int(objects[objects["row"] == row]["seed"].nunique()),
                         "paper row": row in PAPER_ROWS})
     return out
+
+
+# The paper's claims of Table 4, as paired comparisons: (row, reference, expected, claim).
+CLAIMS = (
+    ("greedy", "hungarian", "lower", "greedy matching is worse than Hungarian matching (frozen cost)"),
+    ("dmm-frozen", "hungarian", "alike", "the DMM layer without fine-tuning performs like Hungarian matching"),
+    ("ft-unroll2", "hungarian", "higher", "fine-tuning through the layer (unroll 2) beats Hungarian on the frozen cost"),
+    ("ft-unroll3", "ft-unroll2", "not higher", "unrolling 3 steps is no better than 2"),
+)
+ALIKE_POINTS = 1.0  # provisional: "performs like" when the whole interval lies within +-1 J&F point
+
+
+def provisional_verdict(estimate: PairedEstimate, expected: str) -> str:
+    """A provisional verdict from a paired estimate's 95 % interval (the report card's rule may replace it).
+
+    ``lower`` / ``higher``: "reproduces" when the interval lies below / above zero, "does not
+    reproduce" when it lies on the other side, else "undecided"; ``alike``: "reproduces" when it
+    lies within +-:data:`ALIKE_POINTS`, "does not reproduce" when it excludes that band, else
+    "undecided"; ``not higher``: "reproduces" when its upper end is below +ALIKE_POINTS,
+    "does not reproduce" when its lower end is above zero, else "undecided".
+    """
+    low, high = estimate.low, estimate.high
+    if not np.isfinite(low) or not np.isfinite(high):
+        return "undecided (no data)"
+    if expected == "lower":
+        return "reproduces" if high < 0 else "does not reproduce" if low > 0 else "undecided"
+    if expected == "higher":
+        return "reproduces" if low > 0 else "does not reproduce" if high < 0 else "undecided"
+    if expected == "alike":
+        inside = -ALIKE_POINTS < low and high < ALIKE_POINTS
+        outside = low > ALIKE_POINTS or high < -ALIKE_POINTS
+        return "reproduces" if inside else "does not reproduce" if outside else "undecided"
+    return "reproduces" if high < ALIKE_POINTS else "does not reproduce" if low > 0 else "undecided"
+
+
+def claim_checks(objects: pd.DataFrame, n_boot: int = 4000) -> pd.DataFrame:
+    """One line per claim of :data:`CLAIMS`: our paired J&F difference over all val videos, its interval,
+    the paper's J_M difference and the :func:`provisional_verdict`."""
+    out = []
+    for row, reference, expected, claim in CLAIMS:
+        estimate = compare(objects, row, reference, n_boot=n_boot)
+        paper = round(PAPER_TABLE4[row][0] - PAPER_TABLE4[reference][0], 2)
+        out.append({"row": row, "reference": reference, "claim": claim, "expected": expected,
+                    "difference": estimate.mean, "low": estimate.low, "high": estimate.high, "seeds": estimate.n_seeds,
+                    "videos": estimate.n_videos, "paper J_M difference": paper,
+                    "verdict": provisional_verdict(estimate, expected)})
+    return pd.DataFrame(out)
