@@ -118,6 +118,6 @@ REAL_BENCHMARKS = {
 #: ``head_start_steps`` steps of the plain and the pass-through head in chapter 8's head study.
 MEASUREMENTS = {
     "smoke": {"held_out_clips": 4, "table4_margin_clips": 2, "fixed_loss_clips": 2, "head_start_steps": 2},
-    "cpu": {"held_out_clips": 24, "table4_margin_clips": 16, "fixed_loss_clips": 8, "head_start_steps": 40},
+    "cpu": {"held_out_clips": 24, "table4_margin_clips": 12, "fixed_loss_clips": 8, "head_start_steps": 40},
     "gpu": {"held_out_clips": 200, "table4_margin_clips": 64, "fixed_loss_clips": 32, "head_start_steps": 200},
 }

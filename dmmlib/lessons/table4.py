@@ -217,6 +217,17 @@ def row_seeds(row: str, settings: dict) -> tuple:
     return tuple(settings["row_seeds"].get(row, settings["seeds"]))
 
 
+def units_needed(rows: tuple[str, ...] = ROWS + ABLATIONS, settings: dict | None = None,
+                 profile: str | None = None) -> list[tuple[str, int]]:
+    """The ``(kind, seed)`` training units the ``rows`` rest on, each once, seed by seed."""
+    settings = table4_settings(profile) if settings is None else settings
+    units = []
+    for row in rows:
+        if ROW_MODEL[row] is not None:
+            units += [(ROW_MODEL[row][0], seed) for seed in row_seeds(row, settings) if (ROW_MODEL[row][0], seed) not in units]
+    return sorted(units, key=lambda unit: (unit[1], book_models.KINDS.index(unit[0])))
+
+
 def run_table4(profile: str | None = None, rows: tuple[str, ...] = ROWS + ABLATIONS, progress: bool = False,
                budget: dict | None = None, settings: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every unit of ``rows`` for every seed: ``(objects, videos)`` DataFrames.

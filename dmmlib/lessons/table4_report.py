@@ -110,7 +110,7 @@ def refinement_gain(videos: pd.DataFrame, row: str, difficulty: str = "all", n_b
 
 
 def targets(objects: pd.DataFrame, videos: pd.DataFrame, n_boot: int = 4000) -> pd.DataFrame:
-    """The issue's three targets for the fine-tuned model (unroll 2), each with its estimate and interval.
+    """The book's three targets for the fine-tuned model (unroll 2): estimate, 95 % interval, :func:`target_status`.
 
     * ``gap``: J&F(ft) - (J&F(static) + J&F(ceiling)) / 2 > 0: at least half of the gap between the
       static baseline and the matching ceiling closed;
@@ -128,8 +128,17 @@ def targets(objects: pd.DataFrame, videos: pd.DataFrame, n_boot: int = 4000) -> 
          compare(objects, "ft-unroll2", "iou-only", "crossing", n_boot=n_boot), "J&F points"),
     ]
     out = [{"target": name, "statement": text, "estimate": e.mean, "low": e.low, "high": e.high,
-            "met": bool(e.mean > 0), "note": note} for name, text, e, note in rows]
+            "status": target_status(e), "met": bool(e.low > 0), "note": note} for name, text, e, note in rows]
     return pd.DataFrame(out).set_index("target")
+
+
+def target_status(estimate: PairedEstimate) -> str:
+    """"met" when the whole 95 % interval is above zero, "missed" when it is below, else "not resolved"."""
+    if estimate.low > 0:
+        return "met"
+    if estimate.high < 0:
+        return "missed"
+    return "not resolved" if np.isfinite(estimate.mean) else "no data"
 
 
 def comparisons(objects: pd.DataFrame, pairs, n_boot: int = 4000) -> pd.DataFrame:
