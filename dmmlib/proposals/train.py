@@ -321,7 +321,8 @@ def train_proposal_net(
     pairs = training_frames(data_root, "train")
     start_state = _start_state(out_path, config, seed, resume, force)
     torch_device = pick_device(device)
-    net = ProposalNet(config.architecture, weights=config.init_weights, seed=seed).to(torch_device)
+    # fresh class-agnostic heads on a COCO (or other multi-class) start: training makes them useful
+    net = ProposalNet(config.architecture, weights=config.init_weights, seed=seed, heads="fresh").to(torch_device)
     run = _ProposalRun(out_path, config, int(seed), net, _make_optimizer(net, config),
                        torch.Generator().manual_seed(int(seed)), torch_device)
     with torch.random.fork_rng(devices=[]):  # torchvision's RoI sampling draws from the global RNG
