@@ -48,7 +48,8 @@ def write_sequence(folder: Path, frames, labels=None, cache: ProposalCache | Non
             cache.put(seq, t, proposals_from_labels(labels[t], n_noise=3, rng=np.random.default_rng(t)))
 
 
-def test_track_streams_and_matches_ground_truth():
+@pytest.mark.parametrize("read_ahead", [0, 2])
+def test_track_streams_and_matches_ground_truth(read_ahead):
     frames, labels = rectangles_video(T=6, absent=(2, 3))
     pulled = []
 
@@ -57,13 +58,28 @@ def test_track_streams_and_matches_ground_truth():
             pulled.append(t)
             yield frame
 
-    outputs = dmmlib.track(generator(), labels[0], model=oracle_model(), proposals=oracle_list(labels), options=QUIET)
+    options = TrackOptions(progress=False, read_ahead=read_ahead)
+    outputs = dmmlib.track(generator(), labels[0], model=oracle_model(), proposals=oracle_list(labels), options=options)
     for t, output in enumerate(outputs):
-        # streamed: frame t + 1 is read only once output t is asked for (two frames are read up front)
-        assert len(pulled) <= max(t + 2, 2)
+        # streamed: frame t + 1 is read only once output t is asked for (two frames are read up front),
+        # or up to read_ahead frames earlier (and one in the reader's hands) by the background reader
+        assert len(pulled) <= max(t + 2, 2) + (read_ahead + 1 if read_ahead else 0)
         assert output.dtype == np.uint8 and output.shape == labels[t].shape
         np.testing.assert_array_equal(output, labels[t])
     assert t == 5
+
+
+def test_a_reading_error_reaches_the_caller_at_its_frame():
+    frames, labels = rectangles_video(T=5)
+
+    def broken():
+        yield from frames[:3]
+        raise DMMInputError("frame 3 is broken")
+
+    outputs = dmmlib.track(broken(), labels[0], model=oracle_model(), proposals=oracle_list(labels), options=QUIET)
+    assert len([next(outputs) for _ in range(3)]) == 3
+    with pytest.raises(DMMInputError, match="frame 3 is broken"):
+        next(outputs)
 
 
 def test_track_reads_a_folder_and_a_video(tmp_path):
