@@ -29,6 +29,11 @@ continues from the newest one. Losses and metrics go to ``RUN/train_log.jsonl``,
 JSON object per step; the final DMMNet also goes to ``RUN/model.pt``, for
 ``python -m dmmlib predict --checkpoint RUN/model.pt``.
 
+Speed: one DataLoader for the whole run (persistent workers, pinned uint8 frames, host-side
+proposals made in the workers, a proposal network's in one batch per step), statistics kept
+on the device and read at log steps only, optional ``amp`` (bf16 / fp16 autocast), TF32 and
+``cudnn.benchmark`` on CUDA (:func:`dmmlib.device.speed_settings`).
+
 Multi-GPU: start the same command with ``torchrun --nproc_per_node=N -m dmmlib train ...``;
 see :mod:`dmmlib.distributed` (each process trains ``batch_size // N`` clips per step,
 gradients are averaged by DistributedDataParallel, only rank 0 writes files).
@@ -80,7 +85,7 @@ from dmmlib.proposals.sources import (
     oracle_source,
 )
 from dmmlib.train_config import RESUMABLE_CHANGES, TrainConfig, check_run_inputs, load_config
-from dmmlib.unrolled import KeyedClips, UnrolledClip, clip_proposals, collate_keyed
+from dmmlib.unrolled import UnrolledClip, clip_loader, clip_proposals
 
 LOG_NAME = "train_log.jsonl"
 
@@ -326,42 +331,27 @@ def _save(run: _Run, final: bool = False) -> None:
     }, run.cfg.keep_checkpoints)
 
 
-def _batches(run: _Run):
-    """This rank's ``(epoch, index)`` keys for every remaining step, epoch after epoch (a generator)."""
-    step = run.step
-    while step < run.total_steps:
-        epoch, position = divmod(step, run.steps_per_epoch)
-        batches = distributed.epoch_batches(len(run.dataset), run.cfg.batch_size, epoch, run.cfg.seed, run.world)
-        for indices in batches[position:]:
-            if step >= run.total_steps:
-                return
-            yield [(epoch, i) for i in indices]
-            step += 1
-
-
 def _loader(run: _Run) -> torch.utils.data.DataLoader:
-    """One DataLoader for the rest of the run: workers stay alive across epochs (``persistent_workers``),
-    batches land in pinned memory for CUDA, clips of a :class:`ClipDataset` travel as uint8, and
-    proposals that need only the host (oracle, cache) are made in the workers."""
-    dataset = run.dataset.with_uint8_frames() if isinstance(run.dataset, ClipDataset) else run.dataset
-    workers = run.cfg.num_workers
-    return torch.utils.data.DataLoader(
-        KeyedClips(dataset, run.source, run.cfg.seed), batch_sampler=_batches(run), collate_fn=collate_keyed,
-        num_workers=workers, pin_memory=run.device.type == "cuda", persistent_workers=workers > 0,
-        # the loader's own seed, so that it never draws from (and shifts) the global torch RNG
-        generator=torch.Generator().manual_seed(run.cfg.seed * 100_003 + run.step),
-    )
+    """One DataLoader for the rest of the run (see :func:`dmmlib.unrolled.clip_loader`)."""
+    keys = distributed.epoch_keys(len(run.dataset), run.cfg.batch_size, run.cfg.seed, run.world, run.step,
+                                  run.total_steps)
+    return clip_loader(run.dataset, keys, run.source, run.cfg.seed, run.cfg.num_workers, run.device)
 
 
-def _train_step(run: _Run, keys: list[tuple[int, int]], batch, proposals) -> tuple[torch.Tensor, dict]:
-    """One optimiser step on one batch of clips; returns the loss and the statistics, still on the device."""
+def _forward(run: _Run, keys: list[tuple[int, int]], batch, proposals) -> tuple[torch.Tensor, dict]:
+    """The batch on the device, its proposals (from the loader, or the device's network), the loss."""
     frames, labels, metas = batch
     frames = frames_to_device(frames, run.device)
     if proposals is None:  # a source that runs on the device (a proposal network): one batched call
         proposals = clip_proposals(frames, labels, metas, keys, run.source, run.cfg.seed)
     proposals = [[p.to(run.device) for p in per_frame] for per_frame in proposals]
     with autocast(run.device, run.cfg.amp):
-        loss, stats = run.unrolled(frames, to_device(labels, run.device), proposals)
+        return run.unrolled(frames, to_device(labels, run.device), proposals)
+
+
+def _train_step(run: _Run, keys: list[tuple[int, int]], batch, proposals) -> tuple[torch.Tensor, dict]:
+    """One optimiser step on one batch of clips; returns the loss and the statistics, still on the device."""
+    loss, stats = _forward(run, keys, batch, proposals)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()  # the scaler passes everything through unless amp is fp16
     run.scaler.unscale_(run.optimizer)

@@ -126,6 +126,25 @@ def collate_keyed(entries: list) -> tuple[list, tuple, list[list] | None]:
     return list(keys), batch, [list(per_frame) for per_frame in zip(*proposals)]
 
 
+def clip_loader(dataset, keys, source: ProposalSource, seed: int, num_workers: int,
+                device: torch.device) -> torch.utils.data.DataLoader:
+    """One DataLoader over ``keys`` (an iterable of per-step ``[(epoch, index), ...]`` lists) for a whole run.
+
+    Workers stay alive across epochs (``persistent_workers``); batches land in pinned memory when
+    the device is CUDA; a :class:`~dmmlib.data.ClipDataset`'s frames travel as uint8; proposals that
+    need only the host are made in the workers (:class:`KeyedClips`). Items: ``(keys, (frames,
+    labels, metas), proposals or None)``.
+    """
+    if hasattr(dataset, "with_uint8_frames"):
+        dataset = dataset.with_uint8_frames()
+    return torch.utils.data.DataLoader(
+        KeyedClips(dataset, source, seed), batch_sampler=keys, collate_fn=collate_keyed, num_workers=num_workers,
+        pin_memory=torch.device(device).type == "cuda", persistent_workers=num_workers > 0,
+        # the loader's own generator, so that it never draws from (and shifts) the global torch RNG
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
 class UnrolledClip(nn.Module):
     """Runs the model over a batch of clips and returns the loss (wrapped by DDP as one forward).
 
