@@ -480,8 +480,8 @@ def test_compute_proposals_caches_skips_and_shards(benchmark, lite_net, tmp_path
     assert shard0 == {"computed": 3, "skipped": 0, "sequences": 1}
     cache = ProposalCache(tmp_path / "c")
     assert cache.sequences() == ["val-0"]
-    both = compute_proposals(benchmark, "val", lite_net, tmp_path / "c", progress=False, world=World())
-    assert both == {"computed": 3, "skipped": 3, "sequences": 2}
+    both = compute_proposals(benchmark, "val", lite_net, tmp_path / "c", progress=False, world=World(), num_workers=2)
+    assert both == {"computed": 3, "skipped": 3, "sequences": 2}  # val-1's frames decoded by two workers
     # the cache holds what the net gives for these frames (masks up to the uint8 storage step)
     from dmmlib.data.davis import frame_files
     from dmmlib.data.images import read_frame

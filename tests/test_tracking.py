@@ -17,7 +17,7 @@ from dmmlib.errors import DMMInputError
 from dmmlib.model import DMMNet, default_config
 from dmmlib.proposals import ProposalCache, proposals_from_labels
 from dmmlib.proposals.sources import cached_source
-from dmmlib.tracking import TrackOptions, track
+from dmmlib.tracking import TrackOptions, track, track_steps
 
 QUIET = TrackOptions(progress=False)
 
@@ -229,3 +229,24 @@ def test_predict_with_online_learning_tunes_a_copy_per_video(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     with pytest.raises(DMMInputError, match="online_steps"):
         PredictOptions(online_steps=-1)
+
+
+def test_bf16_autocast_tracks_like_float32_with_matching_in_float32():
+    """TrackOptions(amp="bf16") (CPU autocast here): backbone and refinement in bf16, Eq. 1 and Alg. 1 in float32."""
+    frames, labels = rectangles_video(T=4)
+    torch.manual_seed(0)
+    model = DMMNet(default_config("smoke", refine_width=8))
+    steps = {amp: list(track_steps(frames, labels[0], model, oracle_list(labels),
+                                   options=TrackOptions(progress=False, amp=amp, device="cpu")))
+             for amp in (None, "bf16")}
+    for full, mixed in zip(steps[None][1:], steps["bf16"][1:]):
+        assert mixed.output.logits.dtype == torch.bfloat16  # autocast did run
+        assert mixed.output.cost.dtype == mixed.output.x_hat.dtype == torch.float32
+        probabilities = [torch.sigmoid(step.output.logits.float()) for step in (full, mixed)]
+        print("bf16 vs float32: max |p diff|", float((probabilities[0] - probabilities[1]).abs().max()),
+              "max |cost diff|", float((full.output.cost - mixed.output.cost).abs().max()))
+        assert (probabilities[0] - probabilities[1]).abs().max() < 0.01  # measured 4e-4
+        assert (full.output.cost - mixed.output.cost).abs().max() < 5e-3  # measured 2e-4
+        assert (full.output.x_hat - mixed.output.x_hat).abs().max() < 5e-3
+    with pytest.raises(DMMInputError, match="amp"):
+        TrackOptions(amp="half")
