@@ -154,3 +154,94 @@ def test_clip_dataset_can_send_uint8_frames(smoke_benchmark):
     floats, raw = dataset[1]["frames"], as_bytes[1]["frames"]
     assert raw.dtype == torch.uint8 and floats.dtype == torch.float32
     torch.testing.assert_close(raw.float() / 255, floats, rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# On a real GPU (skipped without one; benchmarks/gpu_check.py runs them with ``pytest -m cuda``)
+# ----------------------------------------------------------------------------------------------
+
+def _track_labels(device: str, amp=None, model=None, T: int = 4) -> list[np.ndarray]:
+    from dmmlib.tracking import TrackOptions, track
+
+    frames, labels = scene(T)
+    if model is None:  # cost driven by IoU, no refinement: tracks oracle proposals exactly
+        model = DMMNet(default_config("smoke", lam=0.99, refine=False, no_proposal_cost=-0.6))
+    options = TrackOptions(device=device, progress=False, amp=amp)
+    return list(track(list(frames), labels[0], model, host_proposals(labels), options=options))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_tracking_gives_the_cpu_labels_and_the_ground_truth():
+    _, labels = scene(4)
+    on_gpu, on_cpu = _track_labels("cuda"), _track_labels("cpu")
+    for t, (a, b) in enumerate(zip(on_gpu, on_cpu)):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, labels[t])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_cuda_autocast_tracks_like_float32(amp):
+    from dmmlib.tracking import TrackOptions, track_steps
+
+    frames, labels = scene(4)
+    torch.manual_seed(0)
+    model = DMMNet(default_config("gpu", refine_width=16))
+    runs = {a: list(track_steps(list(frames), labels[0], model, host_proposals(labels),
+                                options=TrackOptions(device="cuda", progress=False, amp=a))) for a in (None, amp)}
+    for full, mixed in zip(runs[None][1:], runs[amp][1:]):
+        assert mixed.output.cost.dtype == torch.float32 and mixed.output.logits.dtype != torch.float32
+        p_full, p_mixed = (torch.sigmoid(s.output.logits.float()) for s in (full, mixed))
+        assert (p_full - p_mixed).abs().max() < 0.02
+        assert (full.output.cost - mixed.output.cost).abs().max() < 1e-2
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_training_steps_follow_the_cpu_ones(tmp_path, smoke_benchmark):
+    """Two smoke-profile steps of the real DMMNet on CUDA and on the CPU: the same losses, to GPU rounding."""
+    from dmmlib import train_config
+
+    logs = {}
+    for device in ("cpu", "cuda"):
+        cfg = train_config.profile_config("smoke", ["max_steps=2", f"device={device}", f"data={smoke_benchmark}"])
+        result = training.train(cfg, tmp_path / device, progress=False)
+        assert next(result.model.parameters()).device.type == device
+        logs[device] = [r["loss"] for r in result.log]
+    np.testing.assert_allclose(logs["cuda"], logs["cpu"], rtol=2e-3)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_training_workers_and_fp16_scaling_run(tmp_path, smoke_benchmark):
+    from dmmlib import train_config
+
+    cfg = train_config.profile_config("smoke", ["max_steps=3", "device=cuda", "num_workers=2", "amp=fp16",
+                                                f"data={smoke_benchmark}"])
+    result = training.train(cfg, tmp_path / "run", progress=False)
+    assert len(result.log) == 3 and all(np.isfinite(r["loss"]) for r in result.log)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_online_copy_trains_on_the_gpu_from_a_cpu_checkpoint(tmp_path):
+    """predict's path: a checkpoint loads to the CPU, the model moves to the GPU, the online copy trains there."""
+    from dmmlib.checkpoints import load_checkpoint, save_checkpoint
+    from dmmlib.online import OnlineOptions, online_finetune
+
+    frames, labels = scene(2)
+    save_checkpoint(tmp_path / "m.pt", DMMNet(default_config("smoke", refine_width=8)))
+    model = load_checkpoint(tmp_path / "m.pt").to("cuda")
+    tuned = online_finetune(model, frames[0], labels[0], OnlineOptions(steps=2, size=(32, 48)))
+    assert next(tuned.parameters()).device.type == "cuda"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_compiled_matching_equals_eager():
+    from dmmlib.matching import dmm_match
+
+    cost = torch.rand(64, 5, 50, device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    torch.testing.assert_close(dmm_match(cost, compiled=True), dmm_match(cost), rtol=0, atol=1e-5)

@@ -496,6 +496,7 @@ def test_bad_arguments_are_clear_errors():
         sinkhorn_match(C, tau=0)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
     C = rand(8, 4, 30, seed=26, dtype=torch.float32)
