@@ -519,3 +519,19 @@ def test_training_starts_from_given_weights(benchmark, lite_net, tmp_path):
     train_proposal_net(benchmark, tmp_path / "zero.pt", config, seed=7, progress=False)
     saved = load_checkpoint(tmp_path / "zero.pt")["model"]
     assert all(torch.equal(saved[k], v) for k, v in lite_net.detector.state_dict().items())
+
+
+def test_proposal_training_reads_losses_in_batches_and_names_the_diverged_step(tmp_path):
+    from dmmlib.proposals.train import ProposalTrainConfig, _ProposalRun
+
+    run = _ProposalRun(tmp_path / "x.pt", ProposalTrainConfig(), 0, None, None, None, torch.device("cpu"))
+    run.pending = [{"loss_mask": torch.tensor(0.5), "total": torch.tensor(1.5)},
+                   {"loss_mask": torch.tensor(0.25), "total": torch.tensor(1.0)}]
+    run.step = 2
+    run.flush()
+    assert run.losses == {"loss_mask": [0.5, 0.25], "total": [1.5, 1.0]} and run.pending == []
+    run.pending = [{"loss_mask": torch.tensor(0.1), "total": torch.tensor(0.2)},
+                   {"loss_mask": torch.tensor(float("nan")), "total": torch.tensor(float("nan"))}]
+    run.step = 4
+    with pytest.raises(FloatingPointError, match="at step 4"):
+        run.flush()
