@@ -17,13 +17,15 @@ from dmmlib.proposals.sources import ProposalSource, cached_source, network_sour
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--checkpoint``, ``--proposals-cache``, ``--proposal-checkpoint``, ``--size``, ``--device``."""
+    """``--checkpoint``, ``--proposals-cache``, ``--proposal-checkpoint``, ``--size``, ``--device``, ``--amp``."""
     parser.add_argument("--checkpoint", help="DMMNet checkpoint (default: an untrained model)")
     parser.add_argument("--proposals-cache", help="folder of cached proposals (ProposalCache: <dir>/<video>/<frame>.pt)")
     parser.add_argument("--proposal-checkpoint", help="ProposalNet weights, for frames not in the cache "
                                                       "(default without a cache: an untrained net)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="run the model at this size (e.g. 255 448)")
     parser.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, ...")
+    parser.add_argument("--amp", choices=["bf16", "fp16"], default=None,
+                        help="mixed precision: autocast the backbone and the refinement head (default: float32)")
 
 
 def load_model(checkpoint: str | None) -> DMMNet:
