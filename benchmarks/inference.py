@@ -1,6 +1,7 @@
 """Frames per second of tracking at 255 x 448 (the paper's YouTube-VOS size), stage by stage.
 
     python benchmarks/inference.py [--frames 5] [--objects 3] [--device auto] [--threads N]
+                                   [--amp bf16|fp16] [--compile-matching]
 
 For each matching backbone (resnet18, resnet50; random weights -- speed does not
 depend on them) one video is tracked frame by frame, and each stage is timed
@@ -14,7 +15,10 @@ with a wall clock around it (``torch.cuda.synchronize`` on a GPU):
 * refinement -- the four-ConvLSTM head.
 
 The paper computes proposals off-line, so FPS is printed with and without them.
-The first frame is a warm-up and is not counted.
+The first frame is a warm-up and is not counted. ``--amp`` runs the backbone and the
+refinement head under autocast (Eq. 1 and Alg. 1 stay float32); ``--compile-matching``
+runs Alg. 1 through ``torch.compile`` (compiled during the warm-up frame). On CUDA the
+speed settings of :func:`dmmlib.device.speed_settings` (TF32, cudnn.benchmark) are on.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import time
 import numpy as np
 import torch
 
-from dmmlib.device import pick_device
+from dmmlib.device import autocast, pick_device, speed_settings
 from dmmlib.model import DMMNet, default_config
 from dmmlib.proposals import ProposalNet
 
@@ -42,13 +46,14 @@ def synthetic_first_mask(n_objects: int) -> np.ndarray:
     return mask
 
 
-def time_backbone(backbone: str, proposal_net: ProposalNet, frames: torch.Tensor, mask: np.ndarray, device) -> dict:
+def time_backbone(backbone: str, proposal_net: ProposalNet, frames: torch.Tensor, mask: np.ndarray, device,
+                  amp: str | None = None, compile_matching: bool = False) -> dict:
     """Seconds per stage summed over frames[1:] (frame 0 gives the templates; frame 1 warms up)."""
-    model = DMMNet(default_config(backbone=backbone)).to(device).eval()
+    model = DMMNet(default_config(backbone=backbone, compile_matching=compile_matching)).to(device).eval()
     ids = [int(i) for i in np.unique(mask) if i]
     templates = torch.from_numpy(np.stack([mask == i for i in ids]))[None].float().to(device)
     totals = dict.fromkeys(STAGES, 0.0)
-    with torch.no_grad():
+    with torch.no_grad(), autocast(device, amp):
         state = model.init_state(frames[:1], templates)
         for t in range(1, len(frames)):
             frame = frames[t : t + 1]
@@ -76,20 +81,24 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--backbones", nargs="+", default=["resnet18", "resnet50"])
     parser.add_argument("--proposal-arch", default=None, help="ProposalNet architecture (default: the profile's)")
+    parser.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast the backbone and refinement")
+    parser.add_argument("--compile-matching", action="store_true", help="Alg. 1 through torch.compile")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
+    speed_settings(device)
     torch.manual_seed(0)
     frames = torch.rand(args.frames + 2, 3, HEIGHT, WIDTH, device=device)
     mask = synthetic_first_mask(args.objects)
     proposal_net = ProposalNet(args.proposal_arch).to(device).eval()
     print(f"device {device}, {torch.get_num_threads()} threads, {HEIGHT}x{WIDTH}, {args.objects} objects, "
-          f"proposal net {proposal_net.architecture}, {args.frames} timed frames")
+          f"proposal net {proposal_net.architecture}, {args.frames} timed frames, amp {args.amp}, "
+          f"compiled matching {args.compile_matching}")
     header = ["backbone", "m"] + [f"{s} ms" for s in STAGES] + ["FPS", "FPS w/o proposals", "matching share"]
     print(" | ".join(header))
     for backbone in args.backbones:
-        totals = time_backbone(backbone, proposal_net, frames, mask, device)
+        totals = time_backbone(backbone, proposal_net, frames, mask, device, args.amp, args.compile_matching)
         per_frame = {s: totals[s] / totals["n_frames"] for s in STAGES}
         total = sum(per_frame.values())
         model_only = total - per_frame["proposals"]

@@ -1,6 +1,13 @@
 """How fast is the matching layer (Alg. 1), batched, against one matrix per call and Hungarian?
 
     python benchmarks/matching.py [--quick] [--device auto] [--batch 256] [--repeats 3] [--threads 1]
+                                  [--no-compile]
+
+Part 0 compares the fused layer of this commit with the layer as it was on main at commit
+9624727 (a copy of that loop lives in this script, for this comparison only): torch.profiler's
+operations per forward call on one 5 x 50 problem at the paper's settings, and forward time on
+the batch, for the old loop, the fused loop, and the fused loop through ``torch.compile``
+(``dmm_match(..., compiled=True)``; its first call compiles, which is not timed).
 
 Part 1 times the same B uniform-random 5 x 50 cost matrices (5 templates, 50 proposals, the
 paper's top-50) solved three ways, side by side in one run:
@@ -33,7 +40,8 @@ import torch
 
 from dmmlib.device import pick_device
 from dmmlib.matchers import hungarian_match
-from dmmlib.matching import dmm_match
+from dmmlib.matching import PAPER_SETTINGS, dmm_match, prepare_problem
+from dmmlib.projections import rows_sum_to_one
 
 N_TEMPLATES, N_PROPOSALS = 5, 50
 
@@ -61,6 +69,76 @@ def best_time(fn, device: torch.device, repeats: int, clock: str) -> float:
         _sync(device)
         best = min(best, CLOCKS[clock]() - start)
     return best
+
+
+# ----------------------------------------------------------------------------- main at 9624727, for comparison
+# The paper variant's loop as it was before the fused layer (verbatim, less the trace), so that Part 0
+# measures old and new side by side in one run on one machine.
+
+
+def _old_columns_with_correction(Y, q_columns, layout):
+    excess = (Y.sum(-2, keepdim=True) - 1.0) * layout.inv_n
+    if q_columns is not None:
+        excess = excess + q_columns
+    new_q = torch.relu(excess)
+    delta = new_q if q_columns is None else new_q - q_columns
+    if layout.row_valid is not None:
+        delta = delta * layout.row_valid
+    return Y - delta, new_q
+
+
+def _old_paper_outer_iteration(X, step, n_proj, layout):
+    Y = X - step
+    q_columns = q_nonneg = None
+    for j in range(n_proj):
+        Y = rows_sum_to_one(Y, layout)
+        Y, q_columns = _old_columns_with_correction(Y, q_columns, layout)
+        Z = Y if q_nonneg is None else Y + q_nonneg
+        Y = torch.relu(Z)
+        if j + 1 < n_proj:
+            q_nonneg = Z - Y
+    return Y
+
+
+def old_dmm_match(cost: torch.Tensor, n_grad: int = 40, n_proj: int = 5, lr: float = 0.1) -> torch.Tensor:
+    """``dmm_match(cost)`` (paper variant, no masks) as main computed it at 9624727."""
+    problem = prepare_problem(cost, None, None, None)
+    step = lr * problem.cost
+    X, total = torch.zeros_like(problem.cost), None
+    for i in range(n_grad):
+        X = _old_paper_outer_iteration(X, step, n_proj, problem.layout)
+        total = X if total is None else total + X
+        _ = total / (i + 1)  # the old loop formed the running average for its trace on every iteration
+    return problem.output(total / n_grad)
+
+
+def operations_per_call(fn) -> tuple[int, int]:
+    """(aten operations, all profiler events) of one call of ``fn`` (after a warm-up call)."""
+    from torch.profiler import profile
+
+    fn()
+    with profile() as prof:
+        fn()
+    events = prof.events()
+    return sum(e.name.startswith("aten::") for e in events), len(events)
+
+
+def compare_with_main(costs: torch.Tensor, device: torch.device, repeats: int, clock: str,
+                      compile_too: bool) -> list[tuple[str, int, int, float, float]]:
+    """Part 0: [(implementation, aten ops per call, profiler events, seconds for the batch, max |diff|)]."""
+    one = costs[:1]
+    rows = [("main 9624727 (old loop)", old_dmm_match), ("fused (this commit)", dmm_match)]
+    if compile_too:
+        rows.append(("fused + torch.compile", lambda c: dmm_match(c, compiled=True)))
+    results = []
+    with torch.no_grad():
+        reference = old_dmm_match(costs)
+        for name, fn in rows:
+            aten, events = operations_per_call(lambda: fn(one))
+            fn(costs)  # a compiled function compiles a new shape on its first call
+            seconds = best_time(lambda: fn(costs), device, repeats, clock)
+            results.append((name, aten, events, seconds, float((fn(costs) - reference).abs().max())))
+    return results
 
 
 def forward_backward(cost: torch.Tensor, **kwargs) -> None:
@@ -148,6 +226,7 @@ def main() -> None:
     parser.add_argument("--clock", choices=sorted(CLOCKS), default=None,
                         help="cpu: process CPU time (default on CPU); wall: wall clock (default on GPU)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile row of Part 0")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # rows appear as they are measured, even into a file
     torch.set_num_threads(args.threads)
@@ -163,6 +242,15 @@ def main() -> None:
     if hasattr(os, "getloadavg"):
         # other processes share the cores: the load says how much wall times are inflated
         print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print()
+    print(f"Part 0: the fused layer against main at 9624727, {PAPER_SETTINGS} (forward only; ops: torch.profiler, "
+          f"one 5 x 50 problem)")
+    print(f"{'implementation':<28} {'aten ops':>9} {'events':>7} {'total ms':>9} {'us/problem':>11} "
+          f"{'x faster':>9} {'max |diff|':>11}")
+    part0 = compare_with_main(costs, device, repeats, clock, not args.no_compile)
+    for name, aten, events, seconds, diff in part0:
+        print(f"{name:<28} {aten:>9} {events:>7} {seconds * 1e3:>9.1f} {seconds / batch * 1e6:>11.1f} "
+              f"{part0[0][3] / seconds:>9.2f} {diff:>11.1e}")
     print()
     print("Part 1: the same problems three ways (N_grad = 40, N_proj = 5, the paper's settings)")
     results = compare_batched_and_looped(costs, device, repeats, clock)

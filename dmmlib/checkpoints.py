@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 from dataclasses import asdict, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from dmmlib.data.paths import runs_dir
@@ -139,3 +141,28 @@ def default_model(profile: str | None = None) -> tuple[Path, dict] | None:
         return target, json.loads(record.read_text(encoding="utf-8"))
     except ValueError:
         raise DMMInputError(f"{record} is not valid JSON; delete {folder} or publish the model again") from None
+
+
+def capture_rng() -> dict:
+    """The python, numpy and torch (CPU and CUDA) RNG states as tensors/lists (loadable with weights_only=True)."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    """Put back the RNG states of :func:`capture_rng`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

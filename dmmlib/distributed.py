@@ -111,6 +111,23 @@ def epoch_batches(n_clips: int, batch_size: int, epoch: int, seed: int, world: W
     ]
 
 
+def epoch_keys(n_clips: int, batch_size: int, seed: int, world: World, start: int, stop: int):
+    """This rank's ``[(epoch, index), ...]`` per step, for steps ``start`` .. ``stop - 1`` (a generator).
+
+    Step ``s`` is batch ``s % steps_per_epoch`` of epoch ``s // steps_per_epoch`` of
+    :func:`epoch_batches`, so a run resumed at any step continues the same sequence.
+    """
+    steps_per_epoch = n_clips // batch_size
+    step = start
+    while step < stop:
+        epoch, position = divmod(step, steps_per_epoch)
+        for indices in epoch_batches(n_clips, batch_size, epoch, seed, world)[position:]:
+            if step >= stop:
+                return
+            yield [(epoch, int(i)) for i in indices]
+            step += 1
+
+
 def mean_over_ranks(values: dict[str, float], world: World) -> dict[str, float]:
     """Average scalar metrics over all ranks (for logging; identity for a world of one)."""
     if not world.distributed or not values:

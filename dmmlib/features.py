@@ -187,7 +187,9 @@ class FeatureExtractor(nn.Module):
         vectors = []
         for level in self.pool_levels:
             fmap = feature_maps[level]
-            pooled = roi_align(fmap, rois.to(fmap.dtype), size, 1.0 / STRIDES[level], 2, aligned=True)
+            # the wider of the two dtypes: bf16 maps (autocast) must not round box corners to bf16
+            dtype = torch.promote_types(fmap.dtype, rois.dtype)
+            pooled = roi_align(fmap.to(dtype), rois.to(dtype), size, 1.0 / STRIDES[level], 2, aligned=True)
             if weights is None:
                 vectors.append(pooled.mean(dim=(-1, -2)))
             else:

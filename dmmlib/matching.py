@@ -8,7 +8,9 @@ defines the linear program of Eq. 3:  min Tr(C X^T)  s.t.  X 1 = 1,  X^T 1 <= 1,
   Differentiable; ``variant="release"`` reproduces the authors' released code instead
   of the paper's listing.
 * :func:`paper_outer_iteration`, :func:`paper_iterate_and_average` -- Alg. 1's lines 4-11
-  and 3-12, the pieces :func:`dmm_match` runs.
+  and 3-12, the pieces :func:`dmm_match` runs: a fixed number of fused rounds, no dtype
+  conversion and no host read inside the loop; :func:`compiled_outer_iteration` is the same
+  outer iteration through ``torch.compile(fullgraph=True)`` (``dmm_match(..., compiled=True)``).
 * :func:`confident_assignment` -- X~ = X^ * 1[X^ = row max] (Sec. 4.1).
 * :func:`lp_objective` -- Tr(C X^T), the LP's objective.
 
@@ -22,11 +24,13 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
+from dmmlib.device import any_on_host
 from dmmlib.errors import DMMInputError
 from dmmlib.projections import (
     Layout,
@@ -34,7 +38,6 @@ from dmmlib.projections import (
     check_matrix,
     check_positive,
     make_layout,
-    rows_sum_to_one,
     violation_with_layout,
 )
 
@@ -83,7 +86,7 @@ def prepare_problem(cost, template_mask, proposal_mask, no_proposal_cost) -> Mat
     cols = torch.ones(B, m, dtype=torch.bool, device=device) if proposal_mask is None else proposal_mask.to(device)
     valid = rows.unsqueeze(-1) & cols.unsqueeze(-2)
     bad = valid & ~torch.isfinite(cost.detach())
-    if bool(bad.any()):
+    if any_on_host(bad):
         where = [int(i) for i in bad.nonzero()[0]]
         raise DMMInputError(f"cost has {int(bad.sum())} NaN or infinite entries (first at index "
                             f"{where if batched else where[1:]}); expected finite costs")
@@ -93,9 +96,8 @@ def prepare_problem(cost, template_mask, proposal_mask, no_proposal_cost) -> Mat
 
     n_valid, m_valid = rows.sum(-1), cols.sum(-1)
     if no_proposal_cost is None:
-        infeasible = (n_valid > m_valid).nonzero()
-        if len(infeasible):
-            b = int(infeasible[0])
+        if any_on_host(n_valid > m_valid):
+            b = int((n_valid > m_valid).nonzero()[0])
             which = f" (problem {b} of the batch)" if batched else ""
             raise DMMInputError(
                 f"cost{which} has n={int(n_valid[b])} templates but only m={int(m_valid[b])} proposals: "
@@ -135,65 +137,127 @@ class MatchTrace:
     step_norm: Tensor
 
 
-def columns_with_correction(Y: Tensor, q_columns: Tensor | None, layout: Layout) -> tuple[Tensor, Tensor]:
-    """P2(Y + q2) and the new correction q2 (Alg. 1 line 8), with q2 kept as one value per column [B, 1, m].
+class ProjectionWeights(NamedTuple):
+    """Alg. 1's constants as tensors of the cost's dtype and device, made once per call.
 
-    Dykstra's correction for a half-space is always a multiple of its normal, so for C2 it is
-    constant down each column; storing it as a vector saves a full [B, n, m] add per round.
+    Tensors, not Python numbers: an operation between a tensor and a Python float converts the
+    number to a tensor every time (four extra operations in the profiler), and a compiled loop
+    would specialise on each float.
+
+    * ``row_valid`` [B | 1, n, 1] -- 1 on a template row, 0 on padding; also the row sum Eq. 5 asks for.
+    * ``col_share`` [B | 1, 1, m] -- 1 / m_valid on a valid proposal column, 0 on padding: P1 (Eq. 5)
+      moves each entry of a row by the row's excess times this.
+    * ``inv_n`` [B | 1, 1, 1] -- 1 / n_valid: P2 (Eq. 6) moves each entry of a column by its excess / n.
+    * ``one`` [] -- the bound of Eq. 6.
     """
-    excess = (Y.sum(-2, keepdim=True) - 1.0) * layout.inv_n
-    if q_columns is not None:
-        excess = excess + q_columns
-    new_q = torch.relu(excess)
-    delta = new_q if q_columns is None else new_q - q_columns
-    if layout.row_valid is not None:
-        delta = delta * layout.row_valid
-    return Y - delta, new_q
+
+    row_valid: Tensor
+    col_share: Tensor
+    inv_n: Tensor
+    one: Tensor
 
 
-def paper_outer_iteration(X: Tensor, step: Tensor, n_proj: int, layout: Layout) -> Tensor:
-    """Alg. 1 lines 4-11: X^i = Dykstra(X^(i-1) - alpha C) with N_proj rounds, corrections from zero.
+def projection_weights(layout: Layout, like: Tensor) -> ProjectionWeights:
+    """The :class:`ProjectionWeights` of ``layout`` for a matrix ``like`` [B, n, m] (its dtype and device)."""
+    n, m = like.shape[-2:]
+    options = {"dtype": like.dtype, "device": like.device}
+    row_valid = torch.ones(1, n, 1, **options) if layout.row_valid is None else layout.row_valid.to(**options)
+    col_valid = torch.ones(1, 1, m, **options) if layout.col_valid is None else layout.col_valid.to(**options)
+    inv_m = torch.as_tensor(layout.inv_m, **options).reshape(-1, 1, 1)
+    inv_n = torch.as_tensor(layout.inv_n, **options).reshape(-1, 1, 1)
+    return ProjectionWeights(row_valid, col_valid * inv_m, inv_n, torch.ones((), **options))
 
-    The correction q1 of the affine set C1 is dropped: it always lies in C1's normal space
-    (constant along rows), which P1 removes again, so P1(Y + q1) = P1(Y) exactly.
-    ``dykstra_project`` keeps all three corrections literally; the tests check both agree.
+
+def paper_outer_iteration(X: Tensor, step: Tensor, n_proj: int, weights: ProjectionWeights) -> Tensor:
+    """Alg. 1 lines 4-11: X^i = Dykstra(X^(i-1) - alpha C), N_proj rounds of P1 -> P2 -> P3 (Eq. 5-7).
+
+    X, step = alpha C [B, n, m] (padded entries 0) -> X^i [B, n, m]. Each round is a handful of
+    fused tensor operations, with no dtype conversion and no data-dependent branch, so
+    ``torch.compile(paper_outer_iteration, fullgraph=True)`` compiles it whole. Dykstra's
+    corrections start at zero in every outer iteration (Alg. 1) and are kept in cheap forms:
+
+    * q1 (of the affine set C1) is dropped: it always lies in C1's normal space (constant along
+      rows), which P1 removes again, so P1(Y + q1) = P1(Y) exactly.
+    * q2 (of C2, a half-space per column) is a multiple of the column's normal: one value per
+      column, ``q_columns`` [B, 1, m].
+    * q3 = Z - relu(Z), where Z is the point P3 clips, so the next round's corrected point
+      Y + q3 is Z again, moved only by P1's row shift and P2's column shift. The loop therefore
+      carries Z; Y = relu(Z) is P3 (Eq. 7), and both shifts come from Y's row and column sums
+      (the column sums after P1 are those before it, less the total row shift spread over the
+      valid columns).
+
+    ``dykstra_project`` keeps all three corrections as full matrices, exactly as Alg. 1 states
+    them; the tests check both agree to 1e-12 in float64.
     """
-    Y = X - step
-    q_columns = q_nonneg = None
+    Z = X - step  # line 5: Y_0 = X^(i-1) - alpha C; Z is Y + q3 with q3 = 0
+    Y = Z
+    q_columns = torch.zeros_like(Z[..., :1, :])
     for j in range(n_proj):
-        Y = rows_sum_to_one(Y, layout)
-        Y, q_columns = columns_with_correction(Y, q_columns, layout)
-        Z = Y if q_nonneg is None else Y + q_nonneg
-        Y = torch.relu(Z)
-        if j + 1 < n_proj:
-            q_nonneg = Z - Y
-    return Y
+        if j:
+            Y = torch.clamp_min(Z, 0)  # P3 (Eq. 7) of the previous round
+        # P1 (Eq. 5): each valid row moves by (row sum - 1) / m_valid on the valid columns
+        row_excess = torch.sub(Y.sum(-1, keepdim=True), weights.row_valid)  # [B, n, 1]
+        column_sums = torch.addcmul(Y.sum(-2, keepdim=True), row_excess.sum(-2, keepdim=True),
+                                    weights.col_share, value=-1)  # after P1, [B, 1, m]
+        # P2 (Eq. 6) on Y + q2: a column whose sum exceeds 1 moves down by its excess / n_valid
+        new_q = torch.clamp_min(torch.addcmul(q_columns, column_sums - weights.one, weights.inv_n), 0)
+        Z = torch.addcmul(Z, row_excess, weights.col_share, value=-1)
+        Z = torch.addcmul(Z, weights.row_valid, new_q - q_columns, value=-1)
+        q_columns = new_q
+    return torch.clamp_min(Z, 0)  # P3 of the last round: X^i
+
+
+_COMPILED: dict[str, object] = {}
+
+
+def compiled_outer_iteration():
+    """:func:`paper_outer_iteration` through ``torch.compile(fullgraph=True)`` (made once, on first use).
+
+    One outer iteration becomes one compiled call (on a CPU: C++ loops built with the system
+    compiler; on CUDA: Triton kernels). The first call of a shape compiles (seconds); later calls
+    reuse the code, and shapes that vary become dynamic after the second one.
+    """
+    if "paper" not in _COMPILED:
+        _COMPILED["paper"] = torch.compile(paper_outer_iteration, fullgraph=True)
+    return _COMPILED["paper"]
+
+
+RELEASE_CHECK_EVERY = 5  # inner rounds between two looks at the early-stopping flags (each look is a host sync)
+
+
+def _release_round(Y: Tensor, q_columns: Tensor, q_nonneg: Tensor, weights: ProjectionWeights):
+    """One inner round in the release's order, P3 -> P2 -> P1 (Eq. 7, 6, 5), corrections carried: (Y, q2, q3)."""
+    Z = Y + q_nonneg
+    Y = torch.clamp_min(Z, 0)
+    q_nonneg = Z - Y
+    new_q = torch.clamp_min(torch.addcmul(q_columns, Y.sum(-2, keepdim=True) - weights.one, weights.inv_n), 0)
+    Y = torch.addcmul(Y, weights.row_valid, new_q - q_columns, value=-1)
+    row_excess = torch.sub(Y.sum(-1, keepdim=True), weights.row_valid)
+    return torch.addcmul(Y, row_excess, weights.col_share, value=-1), new_q, q_nonneg
 
 
 def release_outer_iteration(X: Tensor, q_columns: Tensor, q_nonneg: Tensor, active: Tensor, step: Tensor,
-                        n_proj: int, tol: float, layout: Layout) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                            n_proj: int, tol: Tensor, weights: ProjectionWeights) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One outer iteration as the release runs it: P3 -> P2 -> P1, corrections carried over, early stop.
 
-    X, q_nonneg [B, n, m]; q_columns [B, 1, m]; active [B, 1, 1] bool (problems still iterating).
-    Returns (pre-projection point X - alpha C, X^i, q_columns, q_nonneg). The inner loop of a
-    problem stops once a round moves no entry by more than ``tol``; problems that are no longer
-    active keep their state, so a batch gives what a loop over its problems gives.
+    X, q_nonneg [B, n, m]; q_columns [B, 1, m]; active [B, 1, 1] bool (problems still iterating);
+    tol [] (a tensor of the cost's dtype). Returns (pre-projection point X - alpha C, X^i, q_columns,
+    q_nonneg). The inner loop of a problem stops once a round moves no entry by more than ``tol``;
+    a stopped problem keeps its state, so a batch gives what a loop over its problems gives, and
+    running rounds past the stop changes nothing: the flags are read on the host only every
+    :data:`RELEASE_CHECK_EVERY` rounds, not after each one.
     """
     pre = X - step
     Y = pre
     inner_active = active
-    for _ in range(n_proj):
-        Z = Y + q_nonneg
-        Y_new = torch.relu(Z)
-        q_nonneg_new = Z - Y_new
-        Y_new, q_columns_new = columns_with_correction(Y_new, q_columns, layout)
-        Y_new = rows_sum_to_one(Y_new, layout)
+    for j in range(n_proj):
+        Y_new, q_columns_new, q_nonneg_new = _release_round(Y, q_columns, q_nonneg, weights)
         moved = (Y_new - Y).detach().abs().amax((-2, -1), keepdim=True) > tol  # [B, 1, 1]
         Y = torch.where(inner_active, Y_new, Y)
         q_columns = torch.where(inner_active, q_columns_new, q_columns)
         q_nonneg = torch.where(inner_active, q_nonneg_new, q_nonneg)
         inner_active = inner_active & moved
-        if not bool(inner_active.any()):
+        if (j + 1) % RELEASE_CHECK_EVERY == 0 and j + 1 < n_proj and not any_on_host(inner_active):
             break
     return pre, torch.where(active, Y, X), q_columns, q_nonneg
 
@@ -219,7 +283,8 @@ def greedy_one_hot_start(cost: Tensor, layout: Layout | None = None) -> Tensor:
 def dmm_match(cost: Tensor, *, n_grad: int | None = None, n_proj: int | None = None, lr: float = 0.1,
               init: Tensor | None = None, template_mask: Tensor | None = None,
               proposal_mask: Tensor | None = None, variant: str = "paper", return_trace: bool = False,
-              checkpoint: bool = False, no_proposal_cost: float | None = None, tol: float = RELEASE_TOL):
+              checkpoint: bool = False, no_proposal_cost: float | None = None, tol: float = RELEASE_TOL,
+              compiled: bool = False):
     """The differentiable matching layer: Alg. 1 on the LP relaxation of Eq. 3.
 
     Args:
@@ -250,6 +315,10 @@ def dmm_match(cost: Tensor, *, n_grad: int | None = None, n_proj: int | None = N
         tol: the absolute early-stopping tolerance of ``variant="release"`` (default 1e-6; the
             release tests for an update of exactly zero, which float rounding can keep from
             happening).
+        compiled: ``variant="paper"`` only -- run each outer iteration as one
+            ``torch.compile(fullgraph=True)`` call (:func:`compiled_outer_iteration`): the same
+            numbers (to float rounding), far fewer operations per call; the first call of a shape
+            compiles for seconds.
 
     Returns:
         X^ shaped like ``cost``; with ``return_trace=True``, ``(X^, trace)``.
@@ -271,11 +340,15 @@ def dmm_match(cost: Tensor, *, n_grad: int | None = None, n_proj: int | None = N
                                 "matrix (greedy_one_hot_start); pass init=None")
         if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
             raise DMMInputError(f"tol={tol!r}; expected a number >= 0")
+        if compiled:
+            raise DMMInputError("compiled=True is for variant='paper'; the release variant stops early, "
+                                "which reads flags on the host")
         tol = float(tol)
         X_hat, trace = release_iterate_and_average(problem, n_grad, n_proj, lr, tol, return_trace, checkpoint)
     else:
         X0 = _initial_point(problem, init)
-        X_hat, trace = paper_iterate_and_average(problem, X0, n_grad, n_proj, lr, return_trace, checkpoint)
+        X_hat, trace = paper_iterate_and_average(problem, X0, n_grad, n_proj, lr, return_trace, checkpoint,
+                                                 bool(compiled))
     X_hat = problem.output(X_hat)
     if not return_trace:
         return X_hat
@@ -309,10 +382,11 @@ class _Tracer:
         self.rows: list[tuple[Tensor, ...]] = []
 
     @torch.no_grad()
-    def record(self, average: Tensor, iterate: Tensor, previous: Tensor) -> None:
+    def record(self, total: Tensor, count, iterate: Tensor, previous: Tensor) -> None:
+        """One row: the running average is ``total / count`` (computed only when tracing)."""
         if not self.enabled:
             return
-        average, iterate = average.detach(), iterate.detach()
+        average, iterate = (total / count).detach(), iterate.detach()
         self.rows.append((
             lp_objective(self.cost, average), lp_objective(self.cost, iterate),
             violation_with_layout(average, self.layout), violation_with_layout(iterate, self.layout),
@@ -325,30 +399,41 @@ class _Tracer:
         return MatchTrace(*(torch.stack(column) for column in zip(*self.rows)))
 
 
-def paper_iterate_and_average(problem: MatchingProblem, X0: Tensor, n_grad: int, n_proj: int, lr: float, return_trace: bool,
-                 use_checkpoint: bool) -> tuple[Tensor, MatchTrace | None]:
-    layout = problem.layout
-    step = lr * problem.cost
-    tracer = _Tracer(return_trace, problem.cost, layout)
+def paper_iterate_and_average(problem: MatchingProblem, X0: Tensor, n_grad: int, n_proj: int, lr: float,
+                              return_trace: bool, use_checkpoint: bool,
+                              compiled: bool = False) -> tuple[Tensor, MatchTrace | None]:
+    """Alg. 1 lines 3-12: N_grad outer iterations from X^0, output X^ = mean(X^1 .. X^N_grad) [B, n, m].
+
+    The constants are made once, before the loop; no value is read back on the host inside it.
+    ``compiled``: run each outer iteration through :func:`compiled_outer_iteration`.
+    """
+    weights = projection_weights(problem.layout, problem.cost)
+    step = problem.cost * lr
+    outer = compiled_outer_iteration() if compiled else paper_outer_iteration
+    tracer = _Tracer(return_trace, problem.cost, problem.layout)
     X, total = X0, None
     for i in range(n_grad):
         previous = X
         if use_checkpoint:
-            X = _checkpoint(paper_outer_iteration, X, step, n_proj, layout, use_reentrant=False)
+            X = _checkpoint(outer, X, step, n_proj, weights, use_reentrant=False)
         else:
-            X = paper_outer_iteration(X, step, n_proj, layout)
+            X = outer(X, step, n_proj, weights)
         total = X if total is None else total + X
-        tracer.record(total / (i + 1), X, previous)
+        tracer.record(total, i + 1, X, previous)
     return total / n_grad, tracer.result()
 
 
-def release_iterate_and_average(problem: MatchingProblem, n_grad: int, n_proj: int, lr: float, tol: float, return_trace: bool,
-                   use_checkpoint: bool) -> tuple[Tensor, MatchTrace | None]:
-    C, layout = problem.cost, problem.layout
+def release_iterate_and_average(problem: MatchingProblem, n_grad: int, n_proj: int, lr: float, tol: float,
+                                return_trace: bool, use_checkpoint: bool) -> tuple[Tensor, MatchTrace | None]:
+    """The release's loop (see :func:`dmm_match`); the early-stopping flags stay on the device and are
+    read on the host once per outer iteration (and every few inner rounds, :func:`release_outer_iteration`)."""
+    C = problem.cost
     B, n, m = C.shape
+    weights = projection_weights(problem.layout, C)
     step = lr * C
-    tracer = _Tracer(return_trace, C, layout)
-    X = greedy_one_hot_start(C, layout)
+    tol = torch.as_tensor(tol, dtype=C.dtype, device=C.device)
+    tracer = _Tracer(return_trace, C, problem.layout)
+    X = greedy_one_hot_start(C, problem.layout)
     q_columns = C.new_zeros(B, 1, m)
     q_nonneg = torch.zeros_like(C)
     active = torch.ones(B, 1, 1, dtype=torch.bool, device=C.device)
@@ -357,19 +442,19 @@ def release_iterate_and_average(problem: MatchingProblem, n_grad: int, n_proj: i
     objective = lp_objective(C, X).detach()
     for _ in range(n_grad):
         previous = X
-        state = (X, q_columns, q_nonneg, active, step, n_proj, tol, layout)
+        state = (X, q_columns, q_nonneg, active, step, n_proj, tol, weights)
         if use_checkpoint:
             pre, X, q_columns, q_nonneg = _checkpoint(release_outer_iteration, *state, use_reentrant=False)
         else:
             pre, X, q_columns, q_nonneg = release_outer_iteration(*state)
         weight = active.to(C.dtype)
         total = total + (pre + X) * weight
-        count = count + 2 * weight
-        tracer.record(total / count, X, previous)
+        count = count + weight + weight
+        tracer.record(total, count, X, previous)
         new_objective = lp_objective(C, X).detach()
         active = active & ((new_objective - objective).abs() > tol)[:, None, None]
         objective = new_objective
-        if not bool(active.any()):
+        if not any_on_host(active):
             break
     return total / count, tracer.result()
 

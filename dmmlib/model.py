@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from dmmlib.cost import LAMBDA_DAVIS, PADDING_COST, matching_cost
+from dmmlib.device import any_on_host, full_precision
 from dmmlib.errors import DMMInputError
 from dmmlib.features import LEVELS, FeatureExtractor, default_backbone, masks_to_boxes
 from dmmlib.matchers import greedy_match, hungarian_match
@@ -99,6 +100,8 @@ class ModelConfig:
     refine_width: int = 32
     refine_mode: str = "pass-through"  # or "plain" (the paper's head); see the module docstring
     refine_levels: tuple[str, ...] = LEVELS  # backbone levels the head reads (conv5 -> conv2, Sec. 3)
+    # Speed only, not the model: run Alg. 1's outer iterations through torch.compile (dmm_match(compiled=True)).
+    compile_matching: bool = False
 
     def __post_init__(self) -> None:
         if self.matcher not in MATCHERS:
@@ -263,7 +266,7 @@ class DMMNet(nn.Module):
             raise DMMInputError(f"template_valid must have shape [B={b}, n={n}]; got {tuple(template_valid.shape)}")
         template_masks = template_masks.float()
         empty = template_valid & (template_masks.sum(dim=(-1, -2)) == 0)
-        if bool(empty.any()):
+        if any_on_host(empty):  # a host read, once per video (or training batch)
             vb, vi = (int(v) for v in empty.nonzero()[0])
             raise DMMInputError(f"template_masks: object {vi} of video {vb} is empty but marked valid")
         feature_maps = self.features(frames)
@@ -276,11 +279,14 @@ class DMMNet(nn.Module):
 
     # -- one frame ---------------------------------------------------------------------------
 
-    def _gather_proposals(self, proposals, n_valid: torch.Tensor, height: int, width: int, device):
-        """Paste, pad and RoI-box B frames' proposals.
+    def _gather_proposals(self, proposals, template_valid: torch.Tensor, height: int, width: int, device):
+        """Paste, pad and RoI-box B frames' proposals (``template_valid`` [B, n]: the videos' templates).
 
         Returns P~ [B, M, H, W], rois [K, 5] (real proposals), counts (m_b), real [B, M],
-        no_proposal [B, M] and valid [B, M] (real or no-proposal) masks.
+        no_proposal [B, M] and valid [B, M] (real or no-proposal) masks. M comes from sizes the
+        host knows -- the proposal counts and the number n of template rows -- so nothing is read
+        back from the device: a video needs max(m_b, n_valid) columns (m_b + n_valid with
+        ``no_proposal_cost``), and the columns it does not use are padding, masked out of matching.
         """
         cfg = self.config
         pasted, rois, counts = [], [], []
@@ -295,11 +301,12 @@ class DMMNet(nn.Module):
             rois.append(torch.cat([boxes.new_full((len(boxes), 1), float(b)), boxes], dim=1))
             counts.append(len(frame_proposals))
         m_real = torch.tensor(counts, device=device)
+        n_valid, n_rows = template_valid.sum(dim=1), template_valid.shape[1]
         if cfg.no_proposal_cost is not None:
-            n_dummy = n_valid
-        else:
-            n_dummy = (n_valid - m_real).clamp_min(0)  # only what keeps Eq. 3 feasible
-        total = int(max(1, int((m_real + n_dummy).max())))
+            n_dummy, total = n_valid, max(counts) + n_rows
+        else:  # only what keeps Eq. 3 feasible
+            n_dummy, total = (n_valid - m_real).clamp_min(0), max(max(counts), n_rows)
+        total = max(1, total)
         column = torch.arange(total, device=device)[None, :]
         real = column < m_real[:, None]
         no_proposal = ~real & (column < (m_real + n_dummy)[:, None])
@@ -318,6 +325,7 @@ class DMMNet(nn.Module):
             x_hat = dmm_match(
                 cost, n_grad=cfg.n_grad, n_proj=cfg.n_proj, lr=cfg.match_lr,
                 template_mask=template_valid, proposal_mask=valid, variant=cfg.match_variant,
+                compiled=cfg.compile_matching,
             )
             if not cfg.confident:
                 return x_hat, x_hat
@@ -345,10 +353,11 @@ class DMMNet(nn.Module):
 
         with clock("features"):
             feature_maps = self.features(frames)
-        with clock("cost"):
-            n_valid = state.template_valid.sum(dim=1)
+        # Eq. 1 and Alg. 1 in float32 even under autocast (AMP): 200 projection rounds in bf16 would
+        # lose the assignment; the backbone and the refinement head, where the FLOPs are, keep it.
+        with clock("cost"), full_precision(frames.device):
             proposal_masks, rois, counts, real, no_proposal, valid = self._gather_proposals(
-                proposals, n_valid, height, width, frames.device
+                proposals, state.template_valid, height, width, frames.device
             )
             masks_of_rois = None
             if cfg.pooling == "mask":
@@ -360,7 +369,7 @@ class DMMNet(nn.Module):
             terms = matching_cost(state.template_features, proposal_features, state.previous_masks, proposal_masks, cfg.lam, real)
             no_cost = PADDING_COST if cfg.no_proposal_cost is None else float(cfg.no_proposal_cost)
             cost = torch.where(no_proposal[:, None, :], torch.full_like(terms.cost, no_cost), terms.cost)
-        with clock("matching"):
+        with clock("matching"), full_precision(frames.device):
             x_hat, x_tilde = self._match(cost, state.template_valid, valid)
             matched = torch.einsum("bnm,bmhw->bnhw", x_tilde, proposal_masks)  # Eq. 8
             mass = matched.sum(dim=(-1, -2))

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dmmlib.data.clips import AffineAugment, warp_clip
+from dmmlib.data.clips import AffineAugment, compose, resize_matrix, warp_clip
 from dmmlib.data.images import as_rgb_frame
 from dmmlib.data.masks import object_ids
+from dmmlib.device import autocast, check_amp, pick_device
 from dmmlib.errors import DMMInputError
 from dmmlib.losses import DEFAULT_LOSS
 from dmmlib.proposals.sources import oracle_source
@@ -36,12 +37,15 @@ from dmmlib.train_config import TrainConfig
 from dmmlib.unrolled import UnrolledClip, clip_proposals
 
 
-def first_frame_clips(first_frame, first_mask, length: int, count: int, seed: int = 0, augment=None):
+def first_frame_clips(first_frame, first_mask, length: int, count: int, seed: int = 0, augment=None,
+                      size: tuple[int, int] | None = None):
     """``count`` clips of ``length`` frames made from one frame: frame 0 as given, then warped copies.
 
     ``first_mask`` ``[H, W]`` labels (0 background, 255 void, other ids any values) are
-    renumbered 1..K in increasing id order. Returns frames ``[count, length, 3, H, W]``
-    float in [0, 1] and labels ``[count, length, H, W]`` long. Clip ``c`` is fixed by ``(seed, c)``.
+    renumbered 1..K in increasing id order. Returns frames ``[count, length, 3, H', W']``
+    float in [0, 1] and labels ``[count, length, H', W']`` long, where ``(H', W') = size``
+    (default: the frame's own size; the tracker's model size keeps training as cheap as
+    tracking). Clip ``c`` is fixed by ``(seed, c)``.
     """
     augment = AffineAugment() if augment is None else augment
     frame = as_rgb_frame(first_frame, "first_frame")
@@ -54,14 +58,17 @@ def first_frame_clips(first_frame, first_mask, length: int, count: int, seed: in
     relabel = np.zeros(256, np.uint8)
     relabel[ids] = np.arange(1, len(ids) + 1)
     labels = relabel[mask.astype(np.uint8)]
-    height, width = labels.shape
+    height, width = labels.shape if size is None else (int(size[0]), int(size[1]))
+    to_size = resize_matrix(labels.shape, (height, width))
+    void = np.zeros((1, *labels.shape), bool)
+    first = warp_clip(frame[None], labels[None], void, to_size, (height, width)) if size is not None else None
     all_frames, all_labels = [], []
     for c in range(count):
         rng = np.random.default_rng([seed, c])
-        frames, masks = [frame], [labels]
+        frames, masks = ([frame], [labels]) if first is None else ([first[0][0]], [first[1][0]])
         for _ in range(length - 1):
-            warped_f, warped_l, _ = warp_clip(frame[None], labels[None], np.zeros((1, height, width), bool),
-                                              augment.sample(rng, height, width), (height, width))
+            matrix = compose(augment.sample(rng, height, width), to_size)
+            warped_f, warped_l, _ = warp_clip(frame[None], labels[None], void, matrix, (height, width))
             frames.append(warped_f[0])
             masks.append(warped_l[0])
         all_frames.append(np.stack(frames))
@@ -75,7 +82,9 @@ class OnlineOptions:
     """Settings of :func:`online_finetune`: ``steps`` updates of ``batch_size`` clips of ``unroll + 1``
     frames, Adam at ``lr`` (Sec. 4.1 keeps the fine-tuning rate), the ``loss``, oracle proposals with
     ``proposal_noise`` distractors and ``proposal_jitter``, the ``seed``, the warp ``augment``
-    (None: :class:`~dmmlib.data.clips.AffineAugment` defaults) and a ``progress`` bar."""
+    (None: :class:`~dmmlib.data.clips.AffineAugment` defaults), a ``progress`` bar, the ``device``
+    the copy trains on (None: the model's), the clips' ``size`` (None: the frame's; predict uses the
+    tracker's) and ``amp`` (None, "bf16" or "fp16" autocast)."""
 
     steps: int = 100
     lr: float = 1e-4
@@ -87,6 +96,9 @@ class OnlineOptions:
     seed: int = 0
     augment: AffineAugment | None = None
     progress: bool = False
+    device: str | None = None
+    size: tuple[int, int] | None = None
+    amp: str | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.batch_size < 1 or self.unroll < 1:
@@ -98,25 +110,31 @@ def online_finetune(model: torch.nn.Module, first_frame, first_mask, options: On
     """Fine-tune a deep copy of ``model`` on one video's first frame; ``model`` itself is untouched.
 
     ``first_frame`` uint8 ``[H, W, 3]`` (or float ``[3, H, W]``), ``first_mask`` ``[H, W]``
-    labels. Every parameter trains (all weights are trained ones by now). The copy stays on
-    ``model``'s device. Returns it in eval mode.
+    labels. Every parameter trains (all weights are trained ones by now). The copy trains on
+    ``options.device`` (default: ``model``'s device -- where the tracker will use it) and stays
+    there. Returns it in eval mode.
     """
     options = OnlineOptions() if options is None else options
-    tuned = copy.deepcopy(model)
-    device = next(tuned.parameters()).device
+    check_amp(options.amp, "OnlineOptions.amp")
+    device = next(model.parameters()).device if options.device is None else pick_device(options.device)
+    tuned = copy.deepcopy(model).to(device)
     tuned.train()
     cfg = TrainConfig(max_objects=max(len(object_ids(first_mask)), 1), unroll=options.unroll, loss=options.loss)
     unrolled = UnrolledClip(tuned, cfg)
     optimizer = torch.optim.Adam([p for p in tuned.parameters() if p.requires_grad], lr=options.lr)
+    scaler = torch.amp.GradScaler(device.type, enabled=options.amp == "fp16")
     source = oracle_source(options.proposal_noise, options.proposal_jitter)
-    for step in tqdm(range(options.steps), desc="online", disable=not options.progress):
+    for step in tqdm(range(options.steps), desc="online", leave=False, disable=not options.progress):
         frames, labels = first_frame_clips(first_frame, first_mask, options.unroll + 1, options.batch_size,
-                                           seed=options.seed * 1_000_003 + step, augment=options.augment)
+                                           seed=options.seed * 1_000_003 + step, augment=options.augment,
+                                           size=options.size)
         keys = [(step, b) for b in range(options.batch_size)]
         proposals = clip_proposals(frames, labels, [{}] * options.batch_size, keys, source, options.seed)
         proposals = [[p.to(device) for p in per_frame] for per_frame in proposals]
-        value, _ = unrolled(frames.to(device), labels.to(device), proposals)
+        with autocast(device, options.amp):
+            value, _ = unrolled(frames.to(device), labels.to(device), proposals)
         optimizer.zero_grad(set_to_none=True)
-        value.backward()
-        optimizer.step()
+        scaler.scale(value).backward()
+        scaler.step(optimizer)
+        scaler.update()
     return tuned.eval()

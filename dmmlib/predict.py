@@ -34,6 +34,7 @@ from dmmlib.data.masks import object_ids, write_label_png
 from dmmlib.data.segtrack import SegTrackV2Dataset
 from dmmlib.data.sequence import VOSSequence
 from dmmlib.data.youtube_vos import YouTubeVOSDataset
+from dmmlib.device import check_amp, pick_device
 from dmmlib.errors import DMMInputError
 from dmmlib.fileio import refuse_overwrite
 from dmmlib.model import DMMNet
@@ -62,17 +63,20 @@ class VideoPlan:
 @dataclass
 class PredictOptions:
     """How :func:`predict_videos` runs: the tracking ``device`` and model ``size``, ``online_steps``
-    of online learning per video (0: off), ``force`` to replace existing result PNGs, a ``progress`` bar."""
+    of online learning per video (0: off; trained on the same device, at the same size), ``force``
+    to replace existing result PNGs, a ``progress`` bar, ``amp`` (None, "bf16" or "fp16" autocast)."""
 
     device: str = "auto"
     size: tuple[int, int] | None = None
     online_steps: int = 0
     force: bool = False
     progress: bool = True
+    amp: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.online_steps, bool) or not isinstance(self.online_steps, int) or self.online_steps < 0:
             raise DMMInputError(f"online_steps={self.online_steps!r}; expected an integer >= 0")
+        check_amp(self.amp, "amp")
 
 
 def first_template(plan: VideoPlan) -> tuple[int, np.ndarray]:
@@ -179,19 +183,23 @@ def predict_videos(plans: list[VideoPlan], out_dir: str | os.PathLike, model: DM
     """Track every planned video into ``out_dir/<video>/<frame>.png``; returns the videos written.
 
     ``proposals_for(video name)`` gives the video's proposal source (e.g. a cache lookup
-    with a network for missing frames). With ``options.online_steps > 0`` a copy of
-    ``model`` is first fine-tuned on the video's first template frame and its mask
-    (:func:`dmmlib.online.online_finetune`); ``model`` itself is not changed.
+    with a network for missing frames). ``model`` is moved to the tracking device first (where a
+    checkpoint loaded on the CPU belongs). With ``options.online_steps > 0`` a copy of it is then
+    fine-tuned on the video's first template frame and its mask, on that device and at the
+    tracking size (:func:`dmmlib.online.online_finetune`); ``model``'s weights are not changed.
     """
     options = PredictOptions() if options is None else options
     check_outputs(plans, out_dir, options.force)
+    device = pick_device(options.device)
+    model = model.to(device)
     for plan in tqdm(plans, desc="predict", unit="video", disable=not options.progress):
         video_model = model
         if options.online_steps:
             index, mask = first_template(plan)
-            video_model = online_finetune(model, read_frame(plan.frame_paths[index]), mask,
-                                          OnlineOptions(steps=options.online_steps))
-        track_options = TrackOptions(device=options.device, size=options.size, progress=False, sequence=plan.name)
+            video_model = online_finetune(model, read_frame(plan.frame_paths[index]), mask, OnlineOptions(
+                steps=options.online_steps, size=options.size, amp=options.amp, progress=options.progress))
+        track_options = TrackOptions(device=str(device), size=options.size, progress=False, sequence=plan.name,
+                                     amp=options.amp)
         labels = track(plan.frame_paths, plan.first_mask, video_model, proposals_for(plan.name),
                        plan.later_masks, track_options)
         write_labels(labels, Path(out_dir) / plan.name, plan.frame_names, plan.write_names)

@@ -44,9 +44,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from dmmlib.data.images import iter_frames
+from dmmlib.data.images import iter_frames, read_ahead
 from dmmlib.data.masks import VOID_LABEL, as_label_mask, object_ids
-from dmmlib.device import pick_device
+from dmmlib.device import autocast, check_amp, pick_device, speed_settings
 from dmmlib.errors import DMMInputError
 from dmmlib.model import DMMNet, StepOutput, TrackState, labels_from_logits
 from dmmlib.proposals.net import ProposalNet
@@ -56,13 +56,20 @@ from dmmlib.proposals.sources import FrameQuery, ProposalSource, as_source
 @dataclass
 class TrackOptions:
     """How to run the loop: ``device`` ("auto": CUDA, MPS, CPU), the model's frame ``size``
-    ``(H', W')`` (None: the frames' own), a ``progress`` bar, and the video's ``sequence``
-    name (a proposal cache's key; default: the frames folder's or video file's name)."""
+    ``(H', W')`` (None: the frames' own), a ``progress`` bar, the video's ``sequence``
+    name (a proposal cache's key; default: the frames folder's or video file's name), ``amp``
+    (None: float32; "bf16" / "fp16": autocast of the backbone and the refinement head, see
+    :meth:`dmmlib.model.DMMNet.step`) and ``read_ahead`` frames decoded by a background thread."""
 
     device: str = "auto"
     size: tuple[int, int] | None = None
     progress: bool = True
     sequence: str | None = None
+    amp: str | None = None
+    read_ahead: int = 2
+
+    def __post_init__(self) -> None:
+        check_amp(self.amp, "TrackOptions.amp")
 
 
 @dataclass
@@ -124,12 +131,15 @@ class Tracker:
 
     :meth:`start` takes frame 0 and its mask; :meth:`step` every later frame. Both
     return a :class:`TrackStep`. Runs under ``torch.no_grad()`` when driven by :func:`track_steps`.
+    Everything runs on the model's device, which must be ``device``; a frame's result leaves
+    the device at one point only, :meth:`step`'s label map (:meth:`advance` is the step
+    before that point).
     """
 
     def __init__(self, model: DMMNet, source: ProposalSource, sequence: str, shape: tuple[int, int],
-                 device: torch.device, size: tuple[int, int] | None):
+                 device: torch.device, size: tuple[int, int] | None, amp: str | None = None):
         self.model, self.source, self.sequence = model, source, sequence
-        self.shape, self.device = tuple(shape), device
+        self.shape, self.device, self.amp = tuple(shape), torch.device(device), check_amp(amp)
         self.size = None if size is None or tuple(size) == self.shape else tuple(size)
         self.ids: list[int] = []
         self.state: TrackState | None = None
@@ -144,11 +154,29 @@ class Tracker:
         return resized_templates(templates, self.size) if self.size else templates
 
     def _image(self, frame: np.ndarray) -> torch.Tensor:
+        """uint8 [H, W, 3] -> float [3, H, W] in [0, 1], moved as bytes and scaled on the device."""
         return torch.from_numpy(frame).to(self.device).permute(2, 0, 1).float().div_(255.0)
 
     def _join(self, image: torch.Tensor, labels: np.ndarray, new_ids: list[int]) -> None:
-        self.state = add_objects(self.model, self.state, self._model_input(image), self._templates(labels, new_ids))
+        with autocast(self.device, self.amp):
+            added = add_objects(self.model, self.state, self._model_input(image), self._templates(labels, new_ids))
+        self.state = added
         self.ids += new_ids
+
+    @torch.no_grad()
+    def advance(self, index: int, image: torch.Tensor, name: str) -> tuple[StepOutput, torch.Tensor]:
+        """One model step on frame ``image`` [3, H, W] (on the device): proposals, match, refine.
+
+        Returns the :class:`~dmmlib.model.StepOutput` and the row map [H, W] (long, on the
+        device: 0 background, k for the k-th tracked object) at the frame's size.
+        """
+        proposals = self.source(FrameQuery(self.sequence, index, name, image))
+        with autocast(self.device, self.amp):
+            output, self.state = self.model.step(self._model_input(image), [proposals], self.state)
+        logits = output.logits
+        if self.size:
+            logits = F.interpolate(logits.float(), size=self.shape, mode="bilinear", align_corners=False)
+        return output, labels_from_logits(logits, output.present)[0]
 
     @torch.no_grad()
     def start(self, frame: np.ndarray, mask: np.ndarray, name: str = "00000") -> TrackStep:
@@ -169,13 +197,10 @@ class Tracker:
         output = None
         labels = np.zeros(self.shape, np.uint8)
         if self.state is not None:
-            proposals = self.source(FrameQuery(self.sequence, index, name, image))
-            output, self.state = self.model.step(self._model_input(image), [proposals], self.state)
-            logits = output.logits
-            if self.size:
-                logits = F.interpolate(logits, size=self.shape, mode="bilinear", align_corners=False)
-            rows = labels_from_logits(logits, output.present)[0].cpu().numpy()
-            labels = np.array([0] + self.ids, dtype=np.uint8)[rows]
+            output, rows = self.advance(index, image, name)
+            # the frame's result leaves the device here, as uint8 ids (a quarter of int64's bytes)
+            ids = torch.tensor([0] + self.ids, dtype=torch.uint8, device=rows.device)
+            labels = ids[rows].cpu().numpy()
         new_ids = [i for i in object_ids(later_mask) if i not in self.ids] if later_mask is not None else []
         if new_ids:
             self._join(image, later_mask, new_ids)
@@ -253,6 +278,7 @@ def track_steps(frames, first_frame_masks, model: DMMNet | None = None, proposal
         if len(size) != 2 or min(size) < 16:
             raise DMMInputError(f"size={size!r}; expected (height, width), each at least 16 pixels")
     device = pick_device(options.device)
+    speed_settings(device)
     model = (_default_model() if model is None else model).to(device).eval()
     proposals = _default_proposals() if proposals is None else proposals
     if isinstance(proposals, ProposalNet):
@@ -261,8 +287,9 @@ def track_steps(frames, first_frame_masks, model: DMMNet | None = None, proposal
     sequence = options.sequence
     if sequence is None:
         sequence = Path(frames).stem if isinstance(frames, (str, os.PathLike)) else "video"
-    tracker = Tracker(model, source, sequence, mask.shape, device, size)
-    return _loop(tracker, mask, chain([first, second], frame_iter), names, later, options.progress, total)
+    tracker = Tracker(model, source, sequence, mask.shape, device, size, options.amp)
+    stream = chain([first, second], read_ahead(frame_iter, options.read_ahead))
+    return _loop(tracker, mask, stream, names, later, options.progress, total)
 
 
 def _loop(tracker: Tracker, mask: np.ndarray, frames, names, later, progress: bool, total) -> Iterator[TrackStep]:

@@ -19,13 +19,17 @@ from typing import Any, Sequence
 
 import yaml
 
+from dmmlib.device import AMP_DTYPES
 from dmmlib.errors import DMMInputError
 from dmmlib.losses import DEFAULT_LOSS, LOSSES
 from dmmlib.profiles import PROFILES, by_profile
+from dmmlib.proposals.net import WEIGHT_KINDS, proposal_weights_kind
 
 PROPOSAL_SOURCES = ("oracle-noisy", "network", "cache")
 DATASETS = ("synthetic", "davis", "youtube-vos")
 # Keys that may change when a run is resumed: they do not alter the trajectory.
+# Below this rate for every parameter a run fine-tunes (DAVIS: 1e-7, Sec. 4.1): a random network would not move.
+FINE_TUNE_LR = 1e-5
 RESUMABLE_CHANGES = {"max_steps", "epochs", "checkpoint_every", "keep_checkpoints", "log_every", "num_workers", "device"}
 
 
@@ -68,6 +72,10 @@ class TrainConfig:
     ddp_find_unused_parameters: bool = False  # True if some parameters get no gradient in a step
     model: dict = field(default_factory=dict)  # overrides of dmmlib.model.default_config(profile)
     backbone_weights: str | None = None  # None (random init), "imagenet" or a local state_dict path
+    # A trained DMMNet checkpoint (`RUN/model.pt` of an earlier run) to start every weight from: what
+    # fine-tuning needs (davis2017.yaml); its architecture must match `model`.
+    init_checkpoint: str | None = None
+    amp: str | None = None  # mixed precision: null (float32), "bf16" or "fp16" autocast (fp16 with loss scaling)
 
     def total_steps(self) -> int:
         per_epoch = self.clips_per_epoch // self.batch_size
@@ -102,6 +110,11 @@ def _check_config(cfg: TrainConfig, source: str) -> None:
     need(isinstance(cfg.proposal_noise, int) and cfg.proposal_noise >= 0, "proposal_noise", "an integer >= 0")
     need(isinstance(cfg.num_workers, int) and cfg.num_workers >= 0, "num_workers", "an integer >= 0")
     need(isinstance(cfg.model, dict), "model", "a mapping of ModelConfig arguments")
+    need(cfg.amp is None or cfg.amp in AMP_DTYPES, "amp", f"null or one of {', '.join(AMP_DTYPES)}")
+    need(cfg.init_checkpoint is not None or max(cfg.lr_pretrained, cfg.lr_random) >= FINE_TUNE_LR, "init_checkpoint",
+         f"a trained DMMNet checkpoint when every learning rate is below {FINE_TUNE_LR:g} (lr_pretrained="
+         f"{cfg.lr_pretrained:g}, lr_random={cfg.lr_random:g}): such rates fine-tune a trained model, and a random "
+         f"network would not learn at them")
     if cfg.proposals == "network":
         need(cfg.proposal_weights is not None, "proposal_weights",
              '"coco" or the path of trained ProposalNet weights when proposals: network (an untrained one proposes noise)')
@@ -110,6 +123,23 @@ def _check_config(cfg: TrainConfig, source: str) -> None:
         need(not cfg.augment or cfg.augment_axis_aligned, "augment",
              "false when proposals: cache, or augment_axis_aligned: true (cached proposals are warped along with "
              "an axis-aligned augmentation, but cannot follow a rotation or shear)")
+
+
+def check_run_inputs(cfg: TrainConfig, proposal_source_given: bool = False, model_given: bool = False) -> None:
+    """The files a run starts from, checked before it starts: ``init_checkpoint`` exists, and a
+    ``proposals: network`` run has a usable proposal net -- COCO's heads used class-agnostically or
+    trained heads, not a COCO backbone with random heads (:func:`~dmmlib.proposals.net.proposal_weights_kind`).
+    Parts the caller passes itself (a model, a proposal source) are not checked."""
+    if cfg.init_checkpoint is not None and not model_given and not Path(cfg.init_checkpoint).is_file():
+        raise DMMInputError(
+            f"init_checkpoint {cfg.init_checkpoint} does not exist; expected a DMMNet checkpoint to fine-tune "
+            f"(the RUN/model.pt of a training run, e.g. with youtube-vos.yaml), or --set init_checkpoint=PATH")
+    if cfg.proposals == "network" and not proposal_source_given:
+        kind = proposal_weights_kind(cfg.proposal_weights)
+        if kind in ("random", "untrained-heads"):
+            raise DMMInputError(
+                f"proposal_weights={cfg.proposal_weights!r} is {WEIGHT_KINDS[kind]}; expected 'coco' ({WEIGHT_KINDS['coco-merged']}) "
+                f"or a trained proposal-net checkpoint")
 
 
 def _parse_value(text: str) -> Any:

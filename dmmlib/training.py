@@ -30,6 +30,11 @@ continues from the newest one. Losses and metrics go to ``RUN/train_log.jsonl``,
 JSON object per step; the final DMMNet also goes to ``RUN/model.pt``, for
 ``python -m dmmlib predict --checkpoint RUN/model.pt``.
 
+Speed: one DataLoader for the whole run (persistent workers, pinned uint8 frames, host-side
+proposals made in the workers, a proposal network's in one batch per step), statistics kept
+on the device and read at log steps only, optional ``amp`` (bf16 / fp16 autocast), TF32 and
+``cudnn.benchmark`` on CUDA (:func:`dmmlib.device.speed_settings`).
+
 Multi-GPU: start the same command with ``torchrun --nproc_per_node=N -m dmmlib train ...``;
 see :mod:`dmmlib.distributed` (each process trains ``batch_size // N`` clips per step,
 gradients are averaged by DistributedDataParallel, only rank 0 writes files).
@@ -38,7 +43,6 @@ gradients are averaged by DistributedDataParallel, only rank 0 writes files).
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import shutil
@@ -57,8 +61,11 @@ from dmmlib import distributed
 from dmmlib.checkpoints import (
     TRAINING_CHECKPOINT_DIR,
     TRAINING_CHECKPOINT_FORMAT,
+    capture_rng,
     checkpoint_paths,
+    load_checkpoint,
     load_training_checkpoint,
+    restore_rng,
     save_checkpoint,
     save_training_checkpoint,
 )
@@ -66,7 +73,7 @@ from dmmlib.data.clips import AXIS_ALIGNED, AffineAugment, ClipDataset, ClipSamp
 from dmmlib.data.davis import DavisDataset
 from dmmlib.data.generate import ensure_synthetic
 from dmmlib.data.youtube_vos import YouTubeVOSDataset
-from dmmlib.device import pick_device
+from dmmlib.device import any_on_host, autocast, frames_to_device, pick_device, speed_settings, to_device
 from dmmlib.errors import DMMInputError
 from dmmlib.fileio import atomic_write_text
 from dmmlib.model import DMMNet, default_config
@@ -78,8 +85,8 @@ from dmmlib.proposals.sources import (
     network_source,
     oracle_source,
 )
-from dmmlib.train_config import RESUMABLE_CHANGES, TrainConfig, load_config
-from dmmlib.unrolled import UnrolledClip, clip_proposals, collate_clips
+from dmmlib.train_config import RESUMABLE_CHANGES, TrainConfig, check_run_inputs, load_config
+from dmmlib.unrolled import UnrolledClip, clip_loader, clip_proposals
 
 LOG_NAME = "train_log.jsonl"
 
@@ -93,17 +100,30 @@ def build_model(cfg: TrainConfig) -> DMMNet:
     """``DMMNet`` with the profile's defaults updated by ``cfg.model``; torch RNG seeded by ``cfg.seed``.
 
     Seeding here gives every DDP rank the same initial weights (DDP also broadcasts rank 0's).
+    With ``cfg.init_checkpoint`` (a DMMNet checkpoint, e.g. ``RUN/model.pt`` of a YouTube-VOS run)
+    every weight starts from that file, which must fit the configured architecture.
     """
     torch.manual_seed(cfg.seed)
     try:
         model_config = default_config(cfg.profile, **cfg.model)
     except TypeError as error:
         raise DMMInputError(f"config key model: {error}") from None
-    return DMMNet(model_config, backbone_weights=cfg.backbone_weights)
+    model = DMMNet(model_config, backbone_weights=cfg.backbone_weights)
+    if cfg.init_checkpoint is not None:
+        trained = load_checkpoint(cfg.init_checkpoint)
+        try:
+            model.load_state_dict(trained.state_dict())
+        except RuntimeError as error:
+            raise DMMInputError(f"init_checkpoint {cfg.init_checkpoint} does not fit the configured model "
+                                f"(config key model): {str(error).splitlines()[0][:300]}") from None
+    return model
 
 
 def pretrained_prefixes(cfg: TrainConfig) -> tuple[str, ...]:
-    """Parameter-name prefixes loaded from pretrained weights: the backbone when ``backbone_weights`` is set."""
+    """Parameter-name prefixes loaded from pretrained weights: everything with ``init_checkpoint``,
+    the backbone when ``backbone_weights`` is set."""
+    if cfg.init_checkpoint is not None:
+        return ("",)
     return ("features.",) if cfg.backbone_weights is not None else ()
 
 
@@ -163,33 +183,8 @@ def parameter_groups(model: nn.Module, lr_pretrained: float, lr_random: float, w
 
 
 # ----------------------------------------------------------------------------------------------
-# RNG state and the log
+# The log
 # ----------------------------------------------------------------------------------------------
-
-
-def capture_rng() -> dict:
-    """The python, numpy and torch (CPU and CUDA) RNG states as tensors/lists (loadable with weights_only=True)."""
-    version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "python": [version, list(internal), gauss],
-        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict) -> None:
-    """Put back the RNG states of :func:`capture_rng`."""
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def read_log(run_dir: str | os.PathLike) -> list[dict]:
@@ -273,6 +268,10 @@ class _Run:
     steps_per_epoch: int
     total_steps: int
     on_log: Callable[[dict], None] | None
+    scaler: torch.amp.GradScaler | None = None  # enabled for fp16 autocast only
+    finite: torch.Tensor | None = None  # on the device: every loss since the last check was finite
+    checked: int = 0  # the step up to which ``finite`` has been read
+    clock: tuple[int, float] = (0, 0.0)  # (step, time) of the last log record
 
 
 def _restore(model: nn.Module, optimizer: torch.optim.Optimizer, checkpoint: dict, world: distributed.World) -> int:
@@ -329,43 +328,64 @@ def _save(run: _Run, final: bool = False) -> None:
         "sampler": {"epoch": epoch, "position": position, "n_clips": len(run.dataset),
                     "batch_size": run.cfg.batch_size, "seed": run.cfg.seed, "world_size": run.world.size},
         "config": run.cfg.to_dict(), "final": final,
+        "scaler": run.scaler.state_dict(),
     }, run.cfg.keep_checkpoints)
 
 
-def _epoch_batches(run: _Run, epoch: int, position: int):
-    """This rank's remaining batches of ``epoch`` (from ``position``) and a loader over them."""
-    if hasattr(run.dataset, "set_epoch"):
-        run.dataset.set_epoch(epoch)
-    batches = distributed.epoch_batches(len(run.dataset), run.cfg.batch_size, epoch, run.cfg.seed, run.world)[position:]
-    loader = torch.utils.data.DataLoader(
-        run.dataset, batch_sampler=batches, collate_fn=collate_clips, num_workers=run.cfg.num_workers,
-        # the loader's own seed, so that it never draws from (and shifts) the global torch RNG
-        generator=torch.Generator().manual_seed(run.cfg.seed * 100_003 + epoch),
-    )
-    return batches, loader
+def _loader(run: _Run) -> torch.utils.data.DataLoader:
+    """One DataLoader for the rest of the run (see :func:`dmmlib.unrolled.clip_loader`)."""
+    keys = distributed.epoch_keys(len(run.dataset), run.cfg.batch_size, run.cfg.seed, run.world, run.step,
+                                  run.total_steps)
+    return clip_loader(run.dataset, keys, run.source, run.cfg.seed, run.cfg.num_workers, run.device)
 
 
-def _train_step(run: _Run, batch, keys: list[tuple[int, int]]) -> tuple[float, dict]:
-    """One optimiser step on one batch of clips; returns the loss and the batch statistics."""
+def _forward(run: _Run, keys: list[tuple[int, int]], batch, proposals) -> tuple[torch.Tensor, dict]:
+    """The batch on the device, its proposals (from the loader, or the device's network), the loss."""
     frames, labels, metas = batch
-    proposals = clip_proposals(frames, labels, metas, keys, run.source, run.cfg.seed)
+    frames = frames_to_device(frames, run.device)
+    if proposals is None:  # a source that runs on the device (a proposal network): one batched call
+        proposals = clip_proposals(frames, labels, metas, keys, run.source, run.cfg.seed)
     proposals = [[p.to(run.device) for p in per_frame] for per_frame in proposals]
-    loss, stats = run.unrolled(frames.to(run.device), labels.to(run.device), proposals)
+    with autocast(run.device, run.cfg.amp):
+        return run.unrolled(frames, to_device(labels, run.device), proposals)
+
+
+def _train_step(run: _Run, keys: list[tuple[int, int]], batch, proposals) -> tuple[torch.Tensor, dict]:
+    """One optimiser step on one batch of clips; returns the loss and the statistics, still on the device."""
+    loss, stats = _forward(run, keys, batch, proposals)
     run.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    run.scaler.scale(loss).backward()  # the scaler passes everything through unless amp is fp16
+    run.scaler.unscale_(run.optimizer)
     if run.cfg.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
-    run.optimizer.step()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
     run.step += 1
-    value = float(loss.detach())
-    if not math.isfinite(value):
-        raise FloatingPointError(f"training diverged: loss {value} at step {run.step}")
-    return value, stats
+    loss = loss.detach()
+    finite = torch.isfinite(loss)
+    run.finite = finite if run.finite is None else run.finite & finite
+    return loss, stats
 
 
-def _log(run: _Run, epoch: int, loss: float, stats: dict, seconds: float) -> dict:
-    """Average the step's figures over ranks; rank 0 appends them to the log and calls ``on_log``."""
-    record = distributed.mean_over_ranks({"step": run.step, "epoch": epoch, "loss": loss, **stats}, run.world)
+def _check_finite(run: _Run) -> None:
+    """Read the device's finiteness flag (a host sync, only at log and checkpoint steps); raise if a loss was not."""
+    if run.finite is not None and any_on_host(~run.finite):
+        raise FloatingPointError(f"training diverged: a non-finite loss between steps {run.checked + 1} and {run.step}")
+    run.checked, run.finite = run.step, None
+
+
+def _log(run: _Run, epoch: int, loss: torch.Tensor, stats: dict) -> dict:
+    """Average the step's figures over ranks; rank 0 appends them to the log and calls ``on_log``.
+
+    The one place where the step's tensors are read on the host; ``seconds`` is the mean wall
+    time of the steps since the last record (a GPU step's time only shows once it is read).
+    """
+    values = {"loss": float(loss), **{k: float(v) for k, v in stats.items()}}
+    _check_finite(run)
+    now, (last_step, last_time) = time.perf_counter(), run.clock
+    seconds = (now - last_time) / max(run.step - last_step, 1)
+    run.clock = (run.step, now)
+    record = distributed.mean_over_ranks({"step": run.step, "epoch": epoch, **values}, run.world)
     record.update(step=run.step, epoch=epoch, seconds=round(seconds, 4), world_size=run.world.size)
     if run.world.is_main:
         with open(run.run_dir / LOG_NAME, "a", encoding="utf-8") as log:
@@ -379,20 +399,18 @@ def _loop(run: _Run, progress: bool) -> None:
     """Train from ``run.step`` to ``run.total_steps``, logging and checkpointing as configured."""
     cfg = run.cfg
     bar = tqdm(total=run.total_steps, initial=run.step, desc="train", disable=not (progress and run.world.is_main))
-    while run.step < run.total_steps:
-        epoch, position = divmod(run.step, run.steps_per_epoch)
-        batches, loader = _epoch_batches(run, epoch, position)
-        for indices, batch in zip(batches, loader):
-            if run.step >= run.total_steps:
-                break
-            started = time.perf_counter()
-            loss, stats = _train_step(run, batch, [(epoch, i) for i in indices])
-            if run.step % cfg.log_every == 0 or run.step == run.total_steps:
-                record = _log(run, epoch, loss, stats, time.perf_counter() - started)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", iou=f"{record['iou']:.3f}")
-            bar.update(1)
-            if run.step % cfg.checkpoint_every == 0 and run.step < run.total_steps:
-                _save(run)
+    run.checked, run.clock = run.step, (run.step, time.perf_counter())
+    for keys, batch, proposals in _loader(run):
+        epoch = keys[0][0]
+        loss, stats = _train_step(run, keys, batch, proposals)
+        if run.step % cfg.log_every == 0 or run.step == run.total_steps:
+            record = _log(run, epoch, loss, stats)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", iou=f"{record['iou']:.3f}")
+        bar.update(1)
+        if run.step % cfg.checkpoint_every == 0 and run.step < run.total_steps:
+            _check_finite(run)  # never write a checkpoint of a diverged model
+            _save(run)
+    _check_finite(run)
     bar.close()
 
 
@@ -417,11 +435,13 @@ def train(
     Resuming a finished run trains nothing and returns it as it is.
     """
     cfg = config if isinstance(config, TrainConfig) else load_config(config)
+    check_run_inputs(cfg, proposal_source_given=proposal_source is not None, model_given=model is not None)
     run_dir = Path(run_dir)
     world = distributed.world_from_env()
     device = pick_device(cfg.device)
     if device.type == "cuda" and world.distributed:
         device = torch.device("cuda", world.local_rank)
+    speed_settings(device)
     checkpoint = _prepare_run_dir(run_dir, resume, force)  # every rank checks: none may hang on a refusal
     if checkpoint is not None:
         _check_resume_config(cfg, checkpoint["config"], run_dir)
@@ -442,7 +462,7 @@ def train(
             unrolled = nn.parallel.DistributedDataParallel(
                 unrolled, device_ids=None, find_unused_parameters=cfg.ddp_find_unused_parameters)
         run = _Run(cfg, run_dir, world, device, model, optimizer, unrolled, dataset, source, step,
-                   steps_per_epoch, total_steps, on_log)
+                   steps_per_epoch, total_steps, on_log, _scaler(cfg, device, checkpoint))
         _start_files(run, checkpoint is not None, force)
         _loop(run, progress)
         _finish(run, checkpoint)
@@ -450,6 +470,14 @@ def train(
         distributed.teardown(world)
     return TrainResult(model=model.eval(), run_dir=run_dir, step=run.step,
                        log=read_log(run_dir) if world.is_main else [], config=cfg)
+
+
+def _scaler(cfg: TrainConfig, device: torch.device, checkpoint: dict | None) -> torch.amp.GradScaler:
+    """fp16 autocast needs loss scaling (its gradients underflow); for bf16 and float32 it is switched off."""
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+    if checkpoint is not None and checkpoint.get("scaler"):
+        scaler.load_state_dict(checkpoint["scaler"])
+    return scaler
 
 
 def _finish(run: _Run, checkpoint: dict | None) -> None:

@@ -20,19 +20,24 @@ import torch.nn as nn
 from dmmlib.cost import mask_iou
 from dmmlib.errors import DMMInputError
 from dmmlib.losses import assignment_loss, best_proposal, mask_loss
-from dmmlib.proposals.sources import FrameQuery, ProposalSource
+from dmmlib.proposals.sources import FrameQuery, ProposalSource, propose_all
 from dmmlib.train_config import TrainConfig
 
 
 def _clip_parts(item) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Normalise a dataset item to ``(frames [T, 3, H, W] float, labels [T, H, W] long, meta)``."""
+    """Normalise a dataset item to ``(frames [T, 3, H, W] float or uint8, labels [T, H, W] long, meta)``.
+
+    uint8 frames stay uint8 (they are scaled to [0, 1] once on the model's device).
+    """
     if isinstance(item, dict):
         frames, labels = item["frames"], item["labels"]
         meta = {k: v for k, v in item.items() if k not in ("frames", "labels")}
     else:
         frames, labels = item[0], item[1]
         meta = item[2] if len(item) > 2 and isinstance(item[2], dict) else {}
-    frames = torch.as_tensor(frames, dtype=torch.float32)
+    frames = torch.as_tensor(frames)
+    if frames.dtype != torch.uint8:
+        frames = frames.to(torch.float32)
     labels = torch.as_tensor(np.asarray(labels)).long()
     if frames.dim() != 4 or frames.shape[1] != 3 or labels.shape != (frames.shape[0], *frames.shape[2:]):
         raise DMMInputError(
@@ -56,7 +61,10 @@ def object_masks(labels: torch.Tensor, n: int) -> torch.Tensor:
 
 def frame_query(frames: torch.Tensor, labels: torch.Tensor, meta: dict, t: int,
                 rng: np.random.Generator) -> FrameQuery:
-    """The :class:`~dmmlib.proposals.FrameQuery` of frame ``t`` of one clip (frames [T, 3, H, W], labels [T, H, W])."""
+    """The :class:`~dmmlib.proposals.FrameQuery` of frame ``t`` of one clip (frames [T, 3, H, W], labels [T, H, W]).
+
+    ``labels`` should be on the host (oracle sources read them as numpy); ``frames`` may be on the device.
+    """
     index = int(meta["frame_indices"][t]) if "frame_indices" in meta else t
     names = meta.get("frame_names") or []
     instances, transform = meta.get("instances"), meta.get("transform")
@@ -74,24 +82,80 @@ def clip_proposals(frames: torch.Tensor, labels: torch.Tensor, metas: list[dict]
 
     frames [B, T, 3, H, W], labels [B, T, H, W]. The randomness of clip ``b``, frame ``t``
     is drawn from a generator seeded by ``(seed, *keys[b], t)`` -- the clip's epoch and
-    index, not the process -- so a clip gets the same proposals whichever rank trains it
-    and whenever it is resumed.
+    index, not the process -- so a clip gets the same proposals whichever rank or DataLoader
+    worker computes it and whenever it is resumed. A source that answers batches (a proposal
+    network) gets all B * (T-1) frames in one call (:func:`~dmmlib.proposals.sources.propose_all`).
     """
-    return [
-        [source(frame_query(frames[b], labels[b], metas[b], t, np.random.default_rng([seed, *keys[b], t])))
-         for b in range(frames.shape[0])]
-        for t in range(1, frames.shape[1])
-    ]
+    batch, length = frames.shape[0], frames.shape[1]
+    queries = [frame_query(frames[b], labels[b], metas[b], t, np.random.default_rng([seed, *keys[b], t]))
+               for t in range(1, length) for b in range(batch)]
+    found = propose_all(source, queries)
+    return [found[(t - 1) * batch: t * batch] for t in range(1, length)]
 
+
+class KeyedClips(torch.utils.data.Dataset):
+    """A clip dataset addressed by ``(epoch, index)`` keys, for one DataLoader over a whole run.
+
+    ``dataset[index]`` after ``dataset.set_epoch(epoch)`` (when it has one), so a persistent
+    worker needs no message when the epoch changes. With a ``source`` that works on the host
+    (``source.in_workers``: ground-truth or cached proposals) the item also carries the clip's
+    proposals, computed in the worker with the seeds of :func:`clip_proposals`.
+    """
+
+    def __init__(self, dataset, source: ProposalSource | None, seed: int):
+        self.dataset, self.seed = dataset, seed
+        self.source = source if getattr(source, "in_workers", False) else None
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        item = self.dataset[index]
+        if self.source is None:
+            return key, item, None
+        frames, labels, meta = _clip_parts(item)
+        proposals = clip_proposals(frames[None], labels[None], [meta], [key], self.source, self.seed)
+        return key, item, [per_frame[0] for per_frame in proposals]
+
+
+def collate_keyed(entries: list) -> tuple[list, tuple, list[list] | None]:
+    """``(keys, (frames, labels, metas), proposals [T-1][B] or None)`` from :class:`KeyedClips` items."""
+    keys, items, proposals = zip(*entries)
+    batch = collate_clips(list(items))
+    if proposals[0] is None:
+        return list(keys), batch, None
+    return list(keys), batch, [list(per_frame) for per_frame in zip(*proposals)]
+
+
+def clip_loader(dataset, keys, source: ProposalSource, seed: int, num_workers: int,
+                device: torch.device) -> torch.utils.data.DataLoader:
+    """One DataLoader over ``keys`` (an iterable of per-step ``[(epoch, index), ...]`` lists) for a whole run.
+
+    Workers stay alive across epochs (``persistent_workers``); batches land in pinned memory when
+    the device is CUDA; a :class:`~dmmlib.data.ClipDataset`'s frames travel as uint8; proposals that
+    need only the host are made in the workers (:class:`KeyedClips`). Items: ``(keys, (frames,
+    labels, metas), proposals or None)``.
+    """
+    if hasattr(dataset, "with_uint8_frames"):
+        dataset = dataset.with_uint8_frames()
+    return torch.utils.data.DataLoader(
+        KeyedClips(dataset, source, seed), batch_sampler=keys, collate_fn=collate_keyed, num_workers=num_workers,
+        pin_memory=torch.device(device).type == "cuda", persistent_workers=num_workers > 0,
+        # the loader's own generator, so that it never draws from (and shifts) the global torch RNG
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 class UnrolledClip(nn.Module):
     """Runs the model over a batch of clips and returns the loss (wrapped by DDP as one forward).
 
     ``forward(frames [B, T, 3, H, W], labels [B, T, H, W], proposals [T-1][B]) -> (loss, stats)``
-    where ``stats`` holds detached scalars: the mask and assignment losses, the hard IoU
-    of the predictions and the fraction of templates whose largest ``X_hat`` entry is the
-    GT-best proposal. Frame 0 gives the templates; frames 1..T-1 are predicted.
+    where ``stats`` holds detached 0-dim tensors on the model's device (read them on the host when
+    logging: reading is a synchronisation): the mask and assignment losses, the hard IoU of the
+    predictions and the fraction of templates whose largest ``X_hat`` entry is the GT-best
+    proposal. Frame 0 gives the templates; frames 1..T-1 are predicted. uint8 frames are scaled
+    to [0, 1] here, on the device they arrived on. Losses are computed in float32 (under AMP the
+    logits may be bf16 / fp16: a sum over H x W pixels overflows fp16).
     """
 
     def __init__(self, model: nn.Module, cfg: TrainConfig):
@@ -103,42 +167,44 @@ class UnrolledClip(nn.Module):
         self.assignment_min_iou = float(cfg.assignment_min_iou)
 
     def forward(self, frames: torch.Tensor, labels: torch.Tensor, proposals: list[list]):
+        if frames.dtype == torch.uint8:
+            frames = frames.float().div_(255.0)
         masks = object_masks(labels, self.n)  # [B, T, n, H, W]
         valid = masks[:, 0].flatten(2).any(-1)  # [B, n]: objects with a template in frame 0
         state = self.model.init_state(frames[:, 0], masks[:, 0], valid)
         total = frames.new_zeros(())
-        sums = {"mask_loss": 0.0, "assignment_loss": 0.0, "iou": 0.0, "assignment_accuracy": 0.0}
-        counts = {"iou": 0.0, "assignment_accuracy": 0.0}
+        sums = {name: frames.new_zeros(()) for name in ("mask_loss", "assignment_loss", "iou", "objects", "hits", "scored")}
         for t in range(1, frames.shape[1]):
             out, state = self.model.step(frames[:, t], proposals[t - 1], state)
-            target = masks[:, t]
-            frame_loss = mask_loss(out.logits, target, valid, self.loss_kind)
-            sums["mask_loss"] += float(frame_loss.detach())
-            # the model's own P~ [B, m, H, W] (after its top-k and padding), so columns line up with X_hat
-            best = torch.stack([
-                best_proposal(target[b], out.proposal_masks[b].detach(), self.assignment_min_iou)
-                for b in range(target.shape[0])
-            ])  # [B, n]
-            if self.assignment_weight > 0:
-                a_loss = assignment_loss(out.x_hat, best, valid)
-                sums["assignment_loss"] += float(a_loss.detach())
-                frame_loss = frame_loss + self.assignment_weight * a_loss
+            frame_loss, best = self._frame_loss(out, masks[:, t], valid, sums)
             total = total + frame_loss
-            with torch.no_grad():
-                predicted = out.logits > 0  # sigmoid > 0.5
-                iou = mask_iou(predicted.unsqueeze(-3), target.bool().unsqueeze(-3))[..., 0, 0]  # [B, n]
-                sums["iou"] += float(iou[valid].sum())
-                counts["iou"] += float(valid.sum())
+            with torch.no_grad():  # statistics, accumulated on the device: no host read per frame
+                iou = mask_iou((out.logits > 0).unsqueeze(-3), masks[:, t].bool().unsqueeze(-3))[..., 0, 0]  # [B, n]
+                sums["iou"] += torch.where(valid, iou, 0.0).sum()
+                sums["objects"] += valid.sum()
                 scored = valid & (best >= 0)
-                hits = (out.x_hat.argmax(-1) == best) & scored
-                sums["assignment_accuracy"] += float(hits.sum())
-                counts["assignment_accuracy"] += float(scored.sum())
+                sums["hits"] += ((out.x_hat.argmax(-1) == best) & scored).sum()
+                sums["scored"] += scored.sum()
         unrolled = frames.shape[1] - 1
-        loss = total / unrolled
         stats = {
             "mask_loss": sums["mask_loss"] / unrolled,
             "assignment_loss": sums["assignment_loss"] / unrolled,
-            "iou": sums["iou"] / max(counts["iou"], 1.0),
-            "assignment_accuracy": sums["assignment_accuracy"] / max(counts["assignment_accuracy"], 1.0),
+            "iou": sums["iou"] / sums["objects"].clamp_min(1.0),
+            "assignment_accuracy": sums["hits"] / sums["scored"].clamp_min(1.0),
         }
-        return loss, stats
+        return total / unrolled, stats
+
+    def _frame_loss(self, out, target: torch.Tensor, valid: torch.Tensor, sums: dict):
+        """The loss of one unrolled frame (mask loss + weighted assignment loss) and the GT-best proposals [B, n]."""
+        frame_loss = mask_loss(out.logits.float(), target, valid, self.loss_kind)
+        sums["mask_loss"] += frame_loss.detach()
+        # the model's own P~ [B, m, H, W] (after its top-k and padding), so columns line up with X_hat
+        best = torch.stack([
+            best_proposal(target[b], out.proposal_masks[b].detach(), self.assignment_min_iou)
+            for b in range(target.shape[0])
+        ])  # [B, n]
+        if self.assignment_weight > 0:
+            a_loss = assignment_loss(out.x_hat, best, valid)
+            sums["assignment_loss"] += a_loss.detach()
+            frame_loss = frame_loss + self.assignment_weight * a_loss
+        return frame_loss, best

@@ -332,6 +332,65 @@ def test_release_variant_defaults_stops_early_and_approximates_hungarian():
     assert not torch.allclose(X_hat, dmm_match(C, n_grad=400, n_proj=50), atol=1e-3)
 
 
+def test_release_variant_reads_the_host_a_few_times_per_outer_iteration(monkeypatch):
+    """The early-stopping flags are read every RELEASE_CHECK_EVERY inner rounds, not after each (GPU syncs)."""
+    import dmmlib.matching as matching
+
+    reads = []
+    real = matching.any_on_host
+    monkeypatch.setattr(matching, "any_on_host", lambda flags: reads.append(1) or real(flags))
+    C = rand(4, 3, 10, seed=28)
+    X = dmm_match(C, variant="release", n_grad=30, n_proj=50, tol=0.0)  # tol 0: nothing stops early
+    checks_per_outer = -(-50 // matching.RELEASE_CHECK_EVERY)  # ceil: the inner checks, the last one being the outer's
+    assert len(reads) <= 2 + 30 * checks_per_outer  # 2: the cost checks of prepare_problem
+    assert len(reads) > 30  # it does look: once per outer iteration at least
+    torch.testing.assert_close(X[0], literal_release(C[0], 30, 50, 0.1, 0.0), rtol=0, atol=1e-10)
+
+
+def _profiled(fn) -> "collections.Counter":
+    import collections
+
+    from torch.profiler import profile
+
+    fn()
+    with profile() as prof:
+        fn()
+    return collections.Counter(e.name for e in prof.events())
+
+
+def test_the_fused_loop_has_no_dtype_conversion_and_few_operations_per_round():
+    """What torch.profiler counts per call: conversions do not grow with the iterations, ~16 ops a round."""
+    C = rand(5, 50, seed=29, dtype=torch.float32)
+    with torch.no_grad():
+        short, long = (_profiled(lambda: dmm_match(C, n_grad=n)) for n in (2, 12))
+    for conversion in ("aten::to", "aten::_to_copy", "aten::copy_"):
+        assert long[conversion] == short[conversion], conversion  # none inside the loop
+    per_round = (sum(long.values()) - sum(short.values())) / (10 * PAPER_SETTINGS["n_proj"])
+    print(f"profiler events per inner round: {per_round:.1f}")
+    assert per_round <= 17  # 35 before the fused layer (7,000 a call at the paper's settings)
+
+
+@pytest.mark.slow
+def test_compiled_layer_is_one_graph_with_the_same_numbers_and_gradients():
+    """torch.compile(fullgraph=True) of an outer iteration (a graph break would raise), forward and backward."""
+    C = rand(3, 4, 9, seed=30, dtype=torch.float32).requires_grad_()
+    weights = rand(3, 4, 9, seed=31, dtype=torch.float32)
+    eager = dmm_match(C, n_grad=6, n_proj=3)
+    compiled = dmm_match(C, n_grad=6, n_proj=3, compiled=True)
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-6)
+    grads = [torch.autograd.grad((X * weights).sum(), C)[0] for X in (eager, compiled)]
+    torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=1e-6)
+    with torch.no_grad():
+        one = rand(5, 50, seed=32, dtype=torch.float32)
+        ops = _profiled(lambda: dmm_match(one, compiled=True))
+        torch.testing.assert_close(dmm_match(one, compiled=True), dmm_match(one), rtol=0, atol=1e-6)
+    aten = sum(count for name, count in ops.items() if name.startswith("aten::"))
+    print(f"compiled dmm_match, one 5x50 problem, paper settings: {aten} aten operations a call")
+    assert aten <= 500
+    with pytest.raises(DMMInputError, match="compiled=True is for variant='paper'"):
+        dmm_match(one, variant="release", compiled=True)
+
+
 # ----------------------------------------------------------------------------- other matchers
 
 
@@ -437,6 +496,7 @@ def test_bad_arguments_are_clear_errors():
         sinkhorn_match(C, tau=0)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
     C = rand(8, 4, 30, seed=26, dtype=torch.float32)

@@ -340,22 +340,85 @@ def test_bad_weights_files(tmp_path):
         ProposalNet("vgg")
 
 
-def test_foreign_class_heads_are_replaced(lite_net, tmp_path):
-    """A state dict with a different class count (e.g. COCO's 91) loads all but the predictors."""
+def _coco_like_state(lite_net) -> dict:
+    """The lite net's weights with 91-class predictors (COCO's class count), small random values."""
+    generator = torch.Generator().manual_seed(3)
+    state = dict(lite_net.detector.state_dict())
+    for key, shape in (("roi_heads.box_predictor.cls_score.weight", (91, 256)),
+                       ("roi_heads.box_predictor.cls_score.bias", (91,)),
+                       ("roi_heads.box_predictor.bbox_pred.weight", (91 * 4, 256)),
+                       ("roi_heads.box_predictor.bbox_pred.bias", (91 * 4,)),
+                       ("roi_heads.mask_predictor.mask_fcn_logits.weight", (91, 64, 1, 1)),
+                       ("roi_heads.mask_predictor.mask_fcn_logits.bias", (91,))):
+        state[key] = torch.randn(shape, generator=generator) * 0.05
+    return state
+
+
+def test_foreign_class_heads_are_replaced_by_fresh_ones_on_request(lite_net, tmp_path):
+    """heads="fresh" (a training start): a state dict with COCO's 91 classes loads all but the predictors."""
     from dmmlib.proposals import ProposalNet
 
-    state = dict(lite_net.detector.state_dict())
-    state["roi_heads.box_predictor.cls_score.weight"] = torch.zeros(91, 256)
-    state["roi_heads.box_predictor.cls_score.bias"] = torch.zeros(91)
-    state["roi_heads.box_predictor.bbox_pred.weight"] = torch.zeros(91 * 4, 256)
-    state["roi_heads.box_predictor.bbox_pred.bias"] = torch.zeros(91 * 4)
-    state["roi_heads.mask_predictor.mask_fcn_logits.weight"] = torch.zeros(91, 64, 1, 1)
-    state["roi_heads.mask_predictor.mask_fcn_logits.bias"] = torch.zeros(91)
+    state = _coco_like_state(lite_net)
     torch.save(state, tmp_path / "coco-like.pt")
-    net = ProposalNet("resnet18_fpn_lite", weights=tmp_path / "coco-like.pt", seed=5)
+    net = ProposalNet("resnet18_fpn_lite", weights=tmp_path / "coco-like.pt", seed=5, heads="fresh")
     own = net.detector.state_dict()
     assert torch.equal(own["backbone.body.conv1.weight"], state["backbone.body.conv1.weight"])
     assert own["roi_heads.box_predictor.cls_score.weight"].shape == (2, 256)
+    assert net.classes == 2 and net.detector.roi_heads.detections_per_img == 50
+
+
+def test_coco_class_heads_are_kept_and_merged_into_one_object_class(lite_net, tmp_path):
+    """The default heads="keep": COCO's 91 classes propose "objects", one class-agnostic NMS over all classes."""
+    from torchvision.ops import box_iou
+
+    from dmmlib.proposals import ProposalNet
+    from dmmlib.proposals.net import MERGE_IOU, proposal_weights_kind
+
+    torch.save(_coco_like_state(lite_net), tmp_path / "coco-like.pt")
+    net = ProposalNet("resnet18_fpn_lite", weights=tmp_path / "coco-like.pt").eval()
+    assert net.classes == 91 and net.detector.roi_heads.detections_per_img > 50
+    assert proposal_weights_kind(tmp_path / "coco-like.pt") == "coco-merged"
+    frame = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    proposals = net.propose(frame)
+    assert 0 < len(proposals) <= 50 and proposals.masks.shape[1:] == (28, 28)
+    assert (proposals.scores[:-1] >= proposals.scores[1:]).all()
+    overlap = box_iou(proposals.boxes, proposals.boxes).triu(diagonal=1)
+    assert overlap.max() <= MERGE_IOU  # without the merge one object comes back once per class
+    raw = net.detector.roi_heads.detections_per_img
+    assert raw > len(proposals)
+
+
+def test_the_kind_of_proposal_weights_tells_trained_heads_from_random_ones(lite_net, tmp_path):
+    from dmmlib.proposals.net import CHECKPOINT_FORMAT, proposal_weights_kind
+
+    state = lite_net.detector.state_dict()
+    for step, kind in ((0, "untrained-heads"), (5, "trained")):
+        torch.save({"format": CHECKPOINT_FORMAT, "architecture": "resnet18_fpn_lite", "model": state, "step": step},
+                   tmp_path / f"ckpt{step}.pt")
+        assert proposal_weights_kind(tmp_path / f"ckpt{step}.pt") == kind
+    assert proposal_weights_kind(None) == "random" and proposal_weights_kind("coco") == "coco-merged"
+    with pytest.raises(DMMInputError, match="does not exist"):
+        proposal_weights_kind(tmp_path / "missing.pt")
+
+
+@pytest.mark.slow
+def test_coco_weights_from_the_torch_cache_keep_their_91_class_heads(monkeypatch):
+    """weights="coco" with the torchvision file at hand (a fake of the right shapes; nothing is downloaded)."""
+    from torchvision.models._api import WeightsEnum
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+    from dmmlib.proposals import ProposalNet
+
+    fake = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91).state_dict()
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", lambda self, *args, **kwargs: fake)
+    merged = ProposalNet("resnet50_fpn", weights="coco")
+    assert merged.classes == 91 and merged.detector.roi_heads.detections_per_img > 50
+    key = "roi_heads.box_predictor.cls_score.weight"
+    assert torch.equal(merged.detector.state_dict()[key], fake[key])
+    fresh = ProposalNet("resnet50_fpn", weights="coco", heads="fresh")
+    assert fresh.classes == 2 and fresh.detector.roi_heads.detections_per_img == 50
+    key = "backbone.body.layer1.0.conv1.weight"
+    assert torch.equal(fresh.detector.state_dict()[key], fake[key])
 
 
 def test_coco_download_failure_is_a_clear_error(monkeypatch):
@@ -417,8 +480,8 @@ def test_compute_proposals_caches_skips_and_shards(benchmark, lite_net, tmp_path
     assert shard0 == {"computed": 3, "skipped": 0, "sequences": 1}
     cache = ProposalCache(tmp_path / "c")
     assert cache.sequences() == ["val-0"]
-    both = compute_proposals(benchmark, "val", lite_net, tmp_path / "c", progress=False, world=World())
-    assert both == {"computed": 3, "skipped": 3, "sequences": 2}
+    both = compute_proposals(benchmark, "val", lite_net, tmp_path / "c", progress=False, world=World(), num_workers=2)
+    assert both == {"computed": 3, "skipped": 3, "sequences": 2}  # val-1's frames decoded by two workers
     # the cache holds what the net gives for these frames (masks up to the uint8 storage step)
     from dmmlib.data.davis import frame_files
     from dmmlib.data.images import read_frame
@@ -524,3 +587,19 @@ def test_matching_features_start_from_the_proposal_nets_backbone(tmp_path):
         torch.testing.assert_close(ours[level], theirs[str(k)], atol=1e-5, rtol=1e-4)
     with pytest.raises(DMMInputError, match="do not fit"):  # the trunk has no conv5 to pool
         FeatureExtractor("resnet18", weights=tmp_path / "trunk.pt")
+
+
+def test_proposal_training_reads_losses_in_batches_and_names_the_diverged_step(tmp_path):
+    from dmmlib.proposals.train import ProposalTrainConfig, _ProposalRun
+
+    run = _ProposalRun(tmp_path / "x.pt", ProposalTrainConfig(), 0, None, None, None, torch.device("cpu"))
+    run.pending = [{"loss_mask": torch.tensor(0.5), "total": torch.tensor(1.5)},
+                   {"loss_mask": torch.tensor(0.25), "total": torch.tensor(1.0)}]
+    run.step = 2
+    run.flush()
+    assert run.losses == {"loss_mask": [0.5, 0.25], "total": [1.5, 1.0]} and run.pending == []
+    run.pending = [{"loss_mask": torch.tensor(0.1), "total": torch.tensor(0.2)},
+                   {"loss_mask": torch.tensor(float("nan")), "total": torch.tensor(float("nan"))}]
+    run.step = 4
+    with pytest.raises(FloatingPointError, match="at step 4"):
+        run.flush()

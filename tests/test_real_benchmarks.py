@@ -121,6 +121,7 @@ def test_davis_proposals_train_predict_evaluate(tmp_path):
     run("train", "--config", "davis2017", "--data", root, "--out", tmp_path / "run",
         "--set", "profile=smoke", "--set", "frame_size=[64,112]", "--set", "max_objects=2",
         "--set", "clips_per_epoch=1", "--set", "max_steps=1", "--set", "num_workers=0", "--set", "device=cpu",
+        "--set", "init_checkpoint=null", "--set", "lr_pretrained=1e-4", "--set", "lr_random=1e-3",
         "--set", f"proposal_cache={tmp_path / 'cache'}", "--set", "model.backbone=resnet18",
         "--set", "model.refine_width=8")
     assert (tmp_path / "run/model.pt").is_file()

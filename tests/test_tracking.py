@@ -17,7 +17,7 @@ from dmmlib.errors import DMMInputError
 from dmmlib.model import DMMNet, default_config
 from dmmlib.proposals import ProposalCache, proposals_from_labels
 from dmmlib.proposals.sources import cached_source
-from dmmlib.tracking import TrackOptions, track
+from dmmlib.tracking import TrackOptions, track, track_steps
 
 QUIET = TrackOptions(progress=False)
 
@@ -48,7 +48,8 @@ def write_sequence(folder: Path, frames, labels=None, cache: ProposalCache | Non
             cache.put(seq, t, proposals_from_labels(labels[t], n_noise=3, rng=np.random.default_rng(t)))
 
 
-def test_track_streams_and_matches_ground_truth():
+@pytest.mark.parametrize("read_ahead", [0, 2])
+def test_track_streams_and_matches_ground_truth(read_ahead):
     frames, labels = rectangles_video(T=6, absent=(2, 3))
     pulled = []
 
@@ -57,13 +58,28 @@ def test_track_streams_and_matches_ground_truth():
             pulled.append(t)
             yield frame
 
-    outputs = dmmlib.track(generator(), labels[0], model=oracle_model(), proposals=oracle_list(labels), options=QUIET)
+    options = TrackOptions(progress=False, read_ahead=read_ahead)
+    outputs = dmmlib.track(generator(), labels[0], model=oracle_model(), proposals=oracle_list(labels), options=options)
     for t, output in enumerate(outputs):
-        # streamed: frame t + 1 is read only once output t is asked for (two frames are read up front)
-        assert len(pulled) <= max(t + 2, 2)
+        # streamed: frame t + 1 is read only once output t is asked for (two frames are read up front),
+        # or up to read_ahead frames earlier (and one in the reader's hands) by the background reader
+        assert len(pulled) <= max(t + 2, 2) + (read_ahead + 1 if read_ahead else 0)
         assert output.dtype == np.uint8 and output.shape == labels[t].shape
         np.testing.assert_array_equal(output, labels[t])
     assert t == 5
+
+
+def test_a_reading_error_reaches_the_caller_at_its_frame():
+    frames, labels = rectangles_video(T=5)
+
+    def broken():
+        yield from frames[:3]
+        raise DMMInputError("frame 3 is broken")
+
+    outputs = dmmlib.track(broken(), labels[0], model=oracle_model(), proposals=oracle_list(labels), options=QUIET)
+    assert len([next(outputs) for _ in range(3)]) == 3
+    with pytest.raises(DMMInputError, match="frame 3 is broken"):
+        next(outputs)
 
 
 def test_track_reads_a_folder_and_a_video(tmp_path):
@@ -255,3 +271,24 @@ def test_predict_with_online_learning_tunes_a_copy_per_video(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     with pytest.raises(DMMInputError, match="online_steps"):
         PredictOptions(online_steps=-1)
+
+
+def test_bf16_autocast_tracks_like_float32_with_matching_in_float32():
+    """TrackOptions(amp="bf16") (CPU autocast here): backbone and refinement in bf16, Eq. 1 and Alg. 1 in float32."""
+    frames, labels = rectangles_video(T=4)
+    torch.manual_seed(0)
+    model = DMMNet(default_config("smoke", refine_width=8))
+    steps = {amp: list(track_steps(frames, labels[0], model, oracle_list(labels),
+                                   options=TrackOptions(progress=False, amp=amp, device="cpu")))
+             for amp in (None, "bf16")}
+    for full, mixed in zip(steps[None][1:], steps["bf16"][1:]):
+        assert mixed.output.logits.dtype == torch.bfloat16  # autocast did run
+        assert mixed.output.cost.dtype == mixed.output.x_hat.dtype == torch.float32
+        probabilities = [torch.sigmoid(step.output.logits.float()) for step in (full, mixed)]
+        print("bf16 vs float32: max |p diff|", float((probabilities[0] - probabilities[1]).abs().max()),
+              "max |cost diff|", float((full.output.cost - mixed.output.cost).abs().max()))
+        assert (probabilities[0] - probabilities[1]).abs().max() < 0.01  # measured 4e-4
+        assert (full.output.cost - mixed.output.cost).abs().max() < 5e-3  # measured 2e-4
+        assert (full.output.x_hat - mixed.output.x_hat).abs().max() < 5e-3
+    with pytest.raises(DMMInputError, match="amp"):
+        TrackOptions(amp="half")

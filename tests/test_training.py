@@ -293,6 +293,91 @@ def test_shipped_configs_are_valid(name):
         assert (cfg.batch_size, cfg.epochs, cfg.frame_size) == (24, 10, [255, 448])
 
 
+def test_dataloader_workers_make_the_same_run_as_the_main_process(tmp_path):
+    """num_workers > 0: clips and their oracle proposals are made in persistent workers, with the same seeds."""
+    cfg = tiny_config(max_steps=5, epochs=2, clips_per_epoch=6, checkpoint_every=100)  # 3 steps an epoch: 2 epochs
+    main = tiny_train(tmp_path / "main", cfg)
+    workers = tiny_train(tmp_path / "workers", tiny_config(max_steps=5, epochs=2, clips_per_epoch=6,
+                                                          checkpoint_every=100, num_workers=2))
+    assert [r["loss"] for r in workers.log] == [r["loss"] for r in main.log]
+    assert [r["epoch"] for r in main.log] == [0, 0, 0, 1, 1]
+
+
+def test_keyed_clips_make_in_a_worker_the_proposals_the_main_process_would():
+    cfg = tiny_config()
+    dataset = TinyClips(n_clips=8, length=3, size=(24, 32))
+    source = training.make_proposal_source(cfg)
+    assert source.in_workers
+    key, item, proposals = unrolled.KeyedClips(dataset, source, seed=4)[(1, 5)]
+    frames, labels, metas = unrolled.collate_clips([item])
+    expected = unrolled.clip_proposals(frames, labels, metas, [(1, 5)], source, 4)
+    assert key == (1, 5) and len(proposals) == 2
+    for got, want in zip(proposals, expected):
+        assert torch.equal(got.boxes, want[0].boxes) and torch.equal(got.masks, want[0].masks)
+    # a source that is not marked as host-only stays in the main process
+    assert unrolled.KeyedClips(dataset, lambda query: None, seed=4)[(1, 5)][2] is None
+
+
+def test_a_non_finite_loss_stops_the_run_at_the_next_read(tmp_path):
+    class NaNClips(TinyClips):
+        def __getitem__(self, index):
+            item = super().__getitem__(index)
+            item["frames"][1] = float("nan")
+            return item
+
+    cfg = tiny_config(max_steps=4, log_every=2, checkpoint_every=100)
+    torch.manual_seed(0)
+    with pytest.raises(FloatingPointError, match="between steps 1 and 2"):
+        training.train(cfg, tmp_path / "run", model=TinyTracker(), dataset=NaNClips(n_clips=16, length=3, size=(24, 32)),
+                       progress=False)
+
+
+def test_bf16_autocast_trains_close_to_float32(tmp_path):
+    """amp: bf16 (CPU autocast here; CUDA on a GPU): the first losses agree with float32 to bf16's precision."""
+    full = tiny_train(tmp_path / "fp32", tiny_config(max_steps=3, checkpoint_every=100))
+    mixed = tiny_train(tmp_path / "bf16", tiny_config(max_steps=3, checkpoint_every=100, amp="bf16"))
+    first = [r["loss"] for r in full.log], [r["loss"] for r in mixed.log]
+    assert first[0] != first[1]  # autocast did run in bf16
+    np.testing.assert_allclose(first[1], first[0], rtol=0.05)
+    with pytest.raises(DMMInputError, match="amp"):
+        tiny_config(amp="fp8")
+
+
+def test_fine_tuning_starts_from_a_trained_checkpoint(tmp_path):
+    from dmmlib.checkpoints import save_checkpoint
+    from dmmlib.model import DMMNet, default_config
+
+    with pytest.raises(DMMInputError, match="init_checkpoint.*fine-tune a trained model"):
+        tiny_config(lr_pretrained=1e-7, lr_random=1e-7)
+    cfg = train_config.profile_config("smoke", ["lr_pretrained=1e-7", "lr_random=1e-7",
+                                                f"init_checkpoint={tmp_path / 'trained.pt'}"])
+    with pytest.raises(DMMInputError, match="trained.pt does not exist"):
+        training.train(cfg, tmp_path / "run", progress=False)
+    torch.manual_seed(5)
+    trained = DMMNet(default_config("smoke", **cfg.model))
+    save_checkpoint(tmp_path / "trained.pt", trained)
+    model = training.build_model(cfg)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.state_dict().values()))
+    assert training.pretrained_prefixes(cfg) == ("",)  # every weight is a trained one: lr_pretrained
+    save_checkpoint(tmp_path / "other.pt", DMMNet(default_config("smoke", refine_width=4)))
+    other = train_config.profile_config("smoke", ["lr_random=1e-7", "lr_pretrained=1e-7",
+                                                  f"init_checkpoint={tmp_path / 'other.pt'}"])
+    with pytest.raises(DMMInputError, match="does not fit the configured model"):
+        training.build_model(other)
+
+
+def test_network_proposals_with_random_heads_are_refused(tmp_path):
+    from dmmlib.proposals import ProposalNet
+    from dmmlib.proposals.net import CHECKPOINT_FORMAT
+
+    net = ProposalNet("resnet18_fpn_lite")
+    torch.save({"format": CHECKPOINT_FORMAT, "architecture": net.architecture, "model": net.detector.state_dict(),
+                "step": 0}, tmp_path / "untrained.pt")
+    cfg = tiny_config(proposals="network", proposal_weights=str(tmp_path / "untrained.pt"))
+    with pytest.raises(DMMInputError, match="heads are random"):
+        training.train(cfg, tmp_path / "run", model=TinyTracker(), dataset=TinyClips(), progress=False)
+
+
 def test_parameter_groups_split_pretrained_and_random():
     model = TinyTracker()
     groups = training.parameter_groups(model, 1e-4, 1e-3, pretrained=("features.",))

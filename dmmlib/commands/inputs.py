@@ -17,7 +17,8 @@ from dmmlib.proposals.sources import ProposalSource, cached_source, network_sour
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--checkpoint``, ``--untrained``, ``--proposals-cache``, ``--proposal-checkpoint``, ``--size``, ``--device``."""
+    """``--checkpoint``, ``--untrained``, ``--proposals-cache``, ``--proposal-checkpoint``, ``--size``, ``--device``,
+    ``--amp``."""
     parser.add_argument("--checkpoint", help="DMMNet checkpoint (default: the book's trained model, "
                                              "data/runs/default-model-<profile>/model.pt, when it exists)")
     parser.add_argument("--untrained", action="store_true",
@@ -28,6 +29,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                                                       "(default without a cache: the default model's proposal net)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="run the model at this size (e.g. 255 448)")
     parser.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, ...")
+    parser.add_argument("--amp", choices=["bf16", "fp16"], default=None,
+                        help="mixed precision: autocast the backbone and the refinement head (default: float32)")
 
 
 def load_model(checkpoint: str | None, untrained: bool = False) -> DMMNet:

@@ -43,7 +43,8 @@ def main(args: argparse.Namespace) -> int:
     root = dataset_root(args)
     if args.lam is not None and not 0.0 <= args.lam <= 1.0:
         raise DMMInputError(f"--lam {args.lam}; expected a number in [0, 1]")
-    options = PredictOptions(device=args.device, size=args.size, online_steps=args.online_steps, force=args.force)
+    options = PredictOptions(device=args.device, size=args.size, online_steps=args.online_steps, force=args.force,
+                             amp=args.amp)
     plans = plan_videos(args.dataset, root, args.split, args.sequences, args.resolution)
     target = results_folder(args.dataset, args.out)
     check_outputs(plans, target, args.force)  # fail fast, before the models are built

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from dmmlib.errors import DMMInputError
 from dmmlib.profiles import PROFILES
 from dmmlib.proposals.compute import compute_proposals
 from dmmlib.proposals.frames import TOP_K
@@ -35,6 +36,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     compute.add_argument("--checkpoint", required=True, help="a checkpoint from `proposals train`")
     compute.add_argument("--cache", required=True, help="cache folder (<cache>/<seq>/<frame>.pt)")
     compute.add_argument("--device", default="auto")
+    compute.add_argument("--batch-size", type=int, default=4, help="frames per forward pass (default 4)")
+    compute.add_argument("--workers", type=int, default=None,
+                         help="processes decoding frames ahead of the net (default: 4 on a GPU, 0 on a CPU)")
 
     recall = sub.add_parser("recall", help="recall of the annotated objects by the cached proposals")
     recall.add_argument("--data", required=True)
@@ -59,7 +63,11 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.action == "compute":
         net = load_proposal_net(args.checkpoint, device=args.device)
-        counts = compute_proposals(args.data, args.split, net, args.cache)
+        workers = args.workers if args.workers is not None else (4 if net.device.type == "cuda" else 0)
+        if args.batch_size < 1 or workers < 0:
+            raise DMMInputError(f"--batch-size {args.batch_size} / --workers {workers}: expected >= 1 and >= 0")
+        counts = compute_proposals(args.data, args.split, net, args.cache, batch_size=args.batch_size,
+                                   num_workers=workers)
         print(f"{counts['computed']} frames computed, {counts['skipped']} already cached, "
               f"{counts['sequences']} sequences -> {args.cache}")
         return 0

@@ -30,7 +30,7 @@ def main(args: argparse.Namespace) -> int:
     sequence = args.sequence or Path(args.frames).stem
     source = proposal_supply(args.proposals_cache, args.proposal_checkpoint, args.device, args.untrained)(sequence)
     names = iter_frames(args.frames)[2] or (f"{i:05d}" for i in itertools.count())  # a video file has no names
-    options = TrackOptions(device=args.device, size=args.size, progress=True, sequence=sequence)
+    options = TrackOptions(device=args.device, size=args.size, progress=True, sequence=sequence, amp=args.amp)
     labels = track(args.frames, args.mask, model, source, options=options)
     count = write_labels(labels, out_dir, names)
     print(f"wrote {count} label masks to {out_dir}")

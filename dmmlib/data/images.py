@@ -4,13 +4,16 @@
   tracker and the proposal network read frames through it);
 * :func:`list_images` -- the frames of a folder, sorted by name;
 * :func:`iter_frames` -- what a user may pass as "a video" (a folder, a video file, or
-  an iterable of arrays, tensors or paths) as a stream of uint8 RGB frames.
+  an iterable of arrays, tensors or paths) as a stream of uint8 RGB frames;
+* :func:`read_ahead` -- a stream of frames decoded by a background thread while the caller works.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import queue
+import threading
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -151,3 +154,54 @@ def iter_frames(frames) -> tuple[Iterator[np.ndarray], int | None, list[str] | N
         names = [Path(f).stem for f in frames]  # a list of files keeps the files' names
     return (as_rgb_frame(f, f"frame {k}") for k, f in enumerate(frames)), total, names
 
+
+class _Failed:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+_END = object()
+
+
+def read_ahead(frames: Iterator, depth: int = 2) -> Iterator:
+    """``frames`` as they are, produced by a background thread up to ``depth`` items ahead.
+
+    Decoding a JPEG (PIL and OpenCV release the GIL while they decode) then overlaps with what
+    the caller does with the previous frame, e.g. a model step on a GPU. An error in the reader
+    is raised in the caller, at the frame where it happened. ``depth < 1``: no thread.
+    """
+    if depth < 1:
+        yield from frames
+        return
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for frame in frames:
+                if not put(frame):
+                    return
+            put(_END)
+        except BaseException as error:  # handed to the consumer, raised there
+            put(_Failed(error))
+
+    threading.Thread(target=read, name="dmmlib-read-ahead", daemon=True).start()
+    try:
+        while True:
+            item = ready.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()  # a consumer that stops early lets the reader finish

@@ -97,7 +97,7 @@ def real_dataset_status(data_root=None) -> dict[str, dict]:
 
 
 def pipeline_commands(dataset: str, root, work, tiny: dict | None = None, proposal_net=None,
-                      davis_checkpoint=None) -> list[tuple[str, list[str]]]:
+                      davis_checkpoint=None, init_checkpoint=None) -> list[tuple[str, list[str]]]:
     """The commands that reproduce one benchmark, in order: ``[(step, argv after "python -m dmmlib")]``.
 
     ``root``: the dataset folder; ``work``: where checkpoints, caches and results go.
@@ -107,7 +107,10 @@ def pipeline_commands(dataset: str, root, work, tiny: dict | None = None, propos
     training step under torchrun). ``proposal_net``: the proposal-net checkpoint that
     YouTube-VOS and SegTrack v2 use (``proposals train`` reads the DAVIS layout only; default
     ``<work>/proposal_net.pt``); ``davis_checkpoint``: the DAVIS-trained DMMNet that SegTrack
-    v2 is run with, as in the paper.
+    v2 is run with, as in the paper; ``init_checkpoint``: the trained DMMNet that DAVIS
+    fine-tunes (Sec. 4.1; default ``<work>/../youtube-vos/run/model.pt``, what the YouTube-VOS
+    commands write). A fixture has no trained model to fine-tune: its tiny run trains from
+    scratch, at the from-scratch learning rates.
     """
     root, work = str(root), Path(work)
     net = str(proposal_net if proposal_net is not None else work / "proposal_net.pt")
@@ -122,14 +125,17 @@ def pipeline_commands(dataset: str, root, work, tiny: dict | None = None, propos
     steps = ["--steps", str(tiny["proposal_steps"])] if small else ["--profile", "gpu"]
     if dataset == "davis":
         cache = str(work / "proposals")
+        start = work.parent / "youtube-vos" / "run" / "model.pt" if init_checkpoint is None else init_checkpoint
+        fine_tune = (["--set", "init_checkpoint=null", "--set", "lr_pretrained=1e-4", "--set", "lr_random=1e-3"]
+                     if small else ["--set", f"init_checkpoint={start}"])
         cmds = [("proposal net", ["proposals", "train", "--data", root, "--out", net, *steps]),
                 ("proposals (train)", ["proposals", "compute", "--data", root, "--split", "train", "--checkpoint", net,
                                        "--cache", cache]),
                 ("proposals (val)", ["proposals", "compute", "--data", root, "--split", "val", "--checkpoint", net,
                                      "--cache", cache]),
                 ("proposal recall", ["proposals", "recall", "--data", root, "--split", "val", "--cache", cache]),
-                ("train", ["train", "--config", "davis2017", "--data", root,
-                           "--out", str(work / "run"), "--set", f"proposal_cache={cache}", *train_set]),
+                ("train", ["train", "--config", "davis2017", "--data", root, "--out", str(work / "run"),
+                           "--set", f"proposal_cache={cache}", *fine_tune, *train_set]),
                 ("predict", ["predict", "--davis-root", root, "--split", "val", "--out", str(work / "results"),
                              "--checkpoint", str(work / "run/model.pt"), "--proposals-cache", cache]),
                 ("evaluate", ["evaluate", "--davis-root", root, "--split", "val", "--results", str(work / "results")])]

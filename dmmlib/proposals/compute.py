@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from dmmlib.data.davis import frame_files, read_split
@@ -11,6 +13,26 @@ from dmmlib.data.images import read_frame
 from dmmlib.distributed import World, world_from_env
 from dmmlib.proposals.cache import ProposalCache, claim_cache
 from dmmlib.proposals.net import ProposalNet
+
+
+class _Frames(torch.utils.data.Dataset):
+    """``(sequence, frame name, uint8 [3, H, W])`` per frame to compute: decoded in DataLoader workers."""
+
+    def __init__(self, todo: list[tuple[str, Path]]):
+        self.todo = todo
+
+    def __len__(self) -> int:
+        return len(self.todo)
+
+    def __getitem__(self, k: int):
+        sequence, path = self.todo[k]
+        return sequence, path.stem, torch.from_numpy(read_frame(path)).permute(2, 0, 1)
+
+
+def _frame_batches(todo: list, batch_size: int, num_workers: int, device: torch.device):
+    """Batches of decoded frames, read ahead by ``num_workers`` processes, pinned for a CUDA net."""
+    return torch.utils.data.DataLoader(_Frames(todo), batch_size=batch_size, collate_fn=list, num_workers=num_workers,
+                                       pin_memory=device.type == "cuda")
 
 
 def compute_proposals(
@@ -21,13 +43,16 @@ def compute_proposals(
     progress: bool = True,
     world: World | None = None,
     batch_size: int = 4,
+    num_workers: int = 0,
 ) -> dict[str, int]:
     """Run ``net`` on every frame of every sequence of ``split`` and store the top-50 in the cache.
 
     The off-line step of Sec. 3: frames already cached are skipped, so an interrupted
     run resumes where it stopped. With several processes (``torchrun``, or ``world``
     given) rank ``r`` of ``W`` takes every ``W``-th sequence from the ``r``-th; the atomic
-    per-frame files mean no two writers ever see each other's half files.
+    per-frame files mean no two writers ever see each other's half files. Frames are
+    decoded by ``num_workers`` DataLoader processes (0: in this one) and go through the net
+    ``batch_size`` at a time (frames of one size in one forward pass), as uint8 to its device.
     Returns ``{"computed": ..., "skipped": ..., "sequences": ...}`` for this process.
     """
     world = world_from_env() if world is None else world
@@ -44,15 +69,13 @@ def compute_proposals(
                 todo.append((seq, frame))
     net.eval()
     bar = tqdm(total=len(todo), desc=f"proposals {split}", disable=not progress)
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start : start + batch_size]
-        images = [read_frame(frame) for _, frame in chunk]
+    for chunk in _frame_batches(todo, batch_size, num_workers, net.device):
         groups: dict[tuple, list[int]] = {}  # frames of one size go through the net together
-        for k, image in enumerate(images):
-            groups.setdefault(image.shape, []).append(k)
+        for k, (_, _, image) in enumerate(chunk):
+            groups.setdefault(tuple(image.shape), []).append(k)
         for members in groups.values():
-            for k, proposals in zip(members, net.propose_batch([images[k] for k in members])):
-                cache.put(chunk[k][0], chunk[k][1].stem, proposals)
+            for k, proposals in zip(members, net.propose_batch([chunk[k][2] for k in members])):
+                cache.put(chunk[k][0], chunk[k][1], proposals)
         bar.update(len(chunk))
     bar.close()
     return {"computed": len(todo), "skipped": skipped, "sequences": len(sequences)}

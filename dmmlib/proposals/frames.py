@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from dmmlib.device import to_device
 from dmmlib.errors import DMMInputError
 from dmmlib.fileio import atomic_path
 from dmmlib.torchio import load_torch_file
@@ -95,7 +96,13 @@ class FrameProposals:
         )
 
     def to(self, device: torch.device | str) -> "FrameProposals":
-        return FrameProposals(self.boxes.to(device), self.scores.to(device), self.masks.to(device), self.image_size)
+        """The same proposals on ``device`` (non-blocking from pinned memory)."""
+        return FrameProposals(to_device(self.boxes, device), to_device(self.scores, device),
+                              to_device(self.masks, device), self.image_size)
+
+    def pin_memory(self) -> "FrameProposals":
+        """A copy in pinned host memory: what a DataLoader with ``pin_memory=True`` makes of it."""
+        return FrameProposals(self.boxes.pin_memory(), self.scores.pin_memory(), self.masks.pin_memory(), self.image_size)
 
     def top(self, k: int) -> "FrameProposals":
         """The ``k`` highest-scoring proposals (scores are kept sorted)."""

@@ -26,6 +26,7 @@ from torchvision.models.detection.mask_rcnn import (
     MaskRCNNHeads,
     MaskRCNNPredictor,
 )
+from torchvision.ops import nms
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from dmmlib.errors import DMMInputError
@@ -47,32 +48,41 @@ PROPOSAL_NET_SETTINGS = {
 CHECKPOINT_FORMAT = "dmmlib.proposal_net/1"
 
 
-def _build_resnet50_fpn(coco: bool) -> torch.nn.Module:
-    """torchvision's ``maskrcnn_resnet50_fpn`` (R50-FPN, the paper's Table 4 "R50" proposal net), 2 classes.
+MERGED_DETECTIONS = 4 * TOP_K  # detections kept per frame before COCO's classes are merged into one
+MERGE_IOU = 0.5  # class-agnostic NMS across COCO's classes (torchvision's per-class NMS threshold)
+HEADS = ("keep", "fresh")
 
-    With ``coco=True`` the COCO weights come from torchvision's weights API (a download).
-    Their 91-class box and mask predictors are replaced by fresh class-agnostic
-    (background / object) ones: the paper trains "the class-agnostic binary mask
-    proposal network on COCO" (Sec. 4.1), which these heads would still need.
+
+def _fresh_heads(model: torch.nn.Module) -> torch.nn.Module:
+    """Replace the class-specific predictors by fresh class-agnostic (background / object) ones."""
+    heads = model.roi_heads
+    heads.box_predictor = FastRCNNPredictor(heads.box_predictor.cls_score.in_features, 2)
+    heads.mask_predictor = MaskRCNNPredictor(heads.mask_predictor.conv5_mask.in_channels,
+                                             heads.mask_predictor.conv5_mask.out_channels, 2)
+    return model
+
+
+def _build_resnet50_fpn(coco: bool, num_classes: int = 2) -> torch.nn.Module:
+    """torchvision's ``maskrcnn_resnet50_fpn`` (R50-FPN, the paper's Table 4 "R50" proposal net).
+
+    With ``coco=True`` the COCO weights come from torchvision's weights API (a download, or the
+    file already in the torch hub cache), with their 91-class heads.
     """
 
     common = dict(box_detections_per_img=TOP_K, box_score_thresh=0.0)
     if not coco:
-        return maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=2, **common)
+        return maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_classes, **common)
     try:
-        model = maskrcnn_resnet50_fpn(weights=MaskRCNN_ResNet50_FPN_Weights.COCO_V1, **common)
+        return maskrcnn_resnet50_fpn(weights=MaskRCNN_ResNet50_FPN_Weights.COCO_V1, **common)
     except Exception as error:  # no network, proxy, corrupt download ...
         raise DMMInputError(
             f"weights='coco': could not get torchvision's COCO Mask R-CNN weights ({error}); "
-            "without internet, pass a local weights file instead"
+            "without internet, put maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth in $TORCH_HOME/hub/checkpoints "
+            "or pass a local weights file instead"
         ) from None
-    heads = model.roi_heads
-    heads.box_predictor = FastRCNNPredictor(heads.box_predictor.cls_score.in_features, 2)
-    heads.mask_predictor = MaskRCNNPredictor(heads.mask_predictor.conv5_mask.in_channels, 256, 2)
-    return model
 
 
-def _build_resnet18_fpn_lite() -> torch.nn.Module:
+def _build_resnet18_fpn_lite(num_classes: int = 2) -> torch.nn.Module:
     """A light Mask R-CNN for CPUs: ResNet-18's first three stages + a 64-channel FPN, slim heads.
 
     Same structure as the paper's proposal net (backbone + FPN, RPN, RoIAlign box and
@@ -105,12 +115,12 @@ def _build_resnet18_fpn_lite() -> torch.nn.Module:
         rpn_post_nms_top_n_test=150,
         rpn_batch_size_per_image=128,
         box_head=TwoMLPHead(channels * 7 * 7, 256),
-        box_predictor=FastRCNNPredictor(256, 2),
+        box_predictor=FastRCNNPredictor(256, num_classes),
         box_batch_size_per_image=128,
         box_detections_per_img=TOP_K,
         box_score_thresh=0.0,
         mask_head=MaskRCNNHeads(channels, (channels,) * 4, 1),
-        mask_predictor=MaskRCNNPredictor(channels, channels, 2),
+        mask_predictor=MaskRCNNPredictor(channels, channels, num_classes),
     )
 
 
@@ -130,12 +140,18 @@ def _read_weights_file(path: Path) -> tuple[dict[str, torch.Tensor], str | None]
     return state, architecture
 
 
+def _state_classes(state: dict[str, torch.Tensor]) -> int:
+    """The class count of a Mask R-CNN state dict's box classifier (2: class-agnostic; COCO: 91)."""
+    weight = state.get("roi_heads.box_predictor.cls_score.weight")
+    return 2 if weight is None else int(weight.shape[0])
+
+
 def _load_state(detector: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, architecture: str) -> None:
     """Load ``state`` (read from ``path``) into ``detector``, strictly.
 
-    A state dict whose only mismatch is the class-specific predictors (e.g. a COCO
-    91-class torchvision file fetched elsewhere) loads everything but those layers,
-    which keep their fresh class-agnostic initialisation.
+    With ``heads="fresh"`` a state dict whose only mismatch is the class-specific predictors
+    (a COCO 91-class torchvision file fetched elsewhere) loads everything but those layers,
+    which keep their fresh class-agnostic initialisation (what training starts from).
     """
     own = detector.state_dict()
     foreign_heads = [k for k in state if _predictor_keys(k) and k in own and state[k].shape != own[k].shape]
@@ -152,24 +168,80 @@ def _load_state(detector: torch.nn.Module, state: dict[str, torch.Tensor], path:
         ) from None
 
 
-def frame_to_tensor(frame: np.ndarray | torch.Tensor, what: str = "frame") -> torch.Tensor:
-    """A frame as float ``[3, H, W]`` in [0, 1]: from uint8 ``[H, W, 3]`` numpy or a float tensor ``[3, H, W]``."""
+def frame_to_tensor(frame: np.ndarray | torch.Tensor, what: str = "frame",
+                    device: torch.device | str | None = None) -> torch.Tensor:
+    """A frame as float ``[3, H, W]`` in [0, 1] on ``device`` (default: where it is; numpy: the CPU).
+
+    Accepts uint8 ``[H, W, 3]`` numpy, a uint8 tensor ``[3, H, W]`` or a float tensor ``[3, H, W]``.
+    uint8 frames are moved as bytes and scaled on the device.
+    """
     if isinstance(frame, np.ndarray):
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise DMMInputError(f"{what} must be a uint8 array [H, W, 3]; got {frame.dtype} {frame.shape}")
-        return torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float() / 255.0
-    if isinstance(frame, torch.Tensor):
-        if not torch.is_floating_point(frame) or frame.ndim != 3 or frame.shape[0] != 3:
-            raise DMMInputError(f"{what} must be a float tensor [3, H, W] in [0, 1]; got {frame.dtype} {tuple(frame.shape)}")
-        return frame
-    raise DMMInputError(f"{what} must be a numpy uint8 [H, W, 3] array or a float tensor [3, H, W]; got {type(frame).__name__}")
+        frame = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)
+    if not isinstance(frame, torch.Tensor):
+        raise DMMInputError(f"{what} must be a numpy uint8 [H, W, 3] array or a float tensor [3, H, W]; "
+                            f"got {type(frame).__name__}")
+    if frame.ndim != 3 or frame.shape[0] != 3 or not (torch.is_floating_point(frame) or frame.dtype == torch.uint8):
+        raise DMMInputError(f"{what} must be a float tensor [3, H, W] in [0, 1]; got {frame.dtype} {tuple(frame.shape)}")
+    frame = frame if device is None else frame.to(device)
+    return frame.float().div_(255.0) if frame.dtype == torch.uint8 else frame
+
+
+WEIGHT_KINDS = {
+    "random": "random weights (proposes noise)",
+    "untrained-heads": "a proposal-net checkpoint trained for 0 steps: its class-agnostic heads are random",
+    "coco-merged": "COCO's multi-class heads used class-agnostically (real proposals, no training)",
+    "trained": "class-agnostic heads trained with `python -m dmmlib proposals train` (or a 2-class state dict)",
+}
+
+
+def proposal_weights_kind(weights: str | os.PathLike | None) -> str:
+    """What ``ProposalNet(weights=...)`` would propose with: a key of :data:`WEIGHT_KINDS`.
+
+    Tells a usable proposal net ("coco-merged", "trained") from one with random heads ("random",
+    "untrained-heads"); reads the file's header only as far as it must. Errors name the file.
+    """
+    if weights is None:
+        return "random"
+    if weights == "coco":
+        return "coco-merged"
+    path = Path(weights)
+    payload = load_torch_file(path, "proposal-net weights file")
+    if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
+        if _state_classes(payload.get("model") or {}) > 2:
+            return "coco-merged"
+        return "trained" if int(payload.get("step", 0)) > 0 else "untrained-heads"
+    state, _ = _read_weights_file(path)
+    return "coco-merged" if _state_classes(state) > 2 else "trained"
+
+
+def _build_detector(architecture: str, weights, state: dict | None, heads: str) -> torch.nn.Module:
+    """The torchvision Mask R-CNN of ``architecture`` with ``weights`` (see :class:`ProposalNet`)."""
+    classes = _state_classes(state) if state is not None and heads == "keep" else 2
+    if architecture == "resnet50_fpn":
+        detector = _build_resnet50_fpn(coco=weights == "coco", num_classes=classes)
+        if weights == "coco" and heads == "fresh":
+            detector = _fresh_heads(detector)
+    else:
+        detector = _build_resnet18_fpn_lite(classes)
+    if state is not None:
+        _load_state(detector, state, Path(weights), architecture)
+    # several classes are merged after the detector's own per-class NMS: keep enough detections for that
+    multi_class = detector.roi_heads.box_predictor.cls_score.out_features > 2
+    detector.roi_heads.detections_per_img = MERGED_DETECTIONS if multi_class else TOP_K
+    return detector
 
 
 class ProposalNet(torch.nn.Module):
     """Class-agnostic Mask R-CNN proposal generator (Sec. 3 "Mask Proposal Generation", Sec. 4.1).
 
-    ``num_classes = 2`` (background / object), top-50 detections, ROI score threshold 0
-    ("Score threshold of the ROI head is set to 0"), torchvision's default NMS.
+    Top-50 detections, ROI score threshold 0 ("Score threshold of the ROI head is set to 0"),
+    torchvision's default NMS. Its box and mask heads are either class-agnostic
+    (background / object: random, or trained with ``python -m dmmlib proposals train``) or
+    COCO's 91-class heads used class-agnostically: every detection counts as "an object" whatever
+    its class, and the detections of all classes go through one more NMS (IoU > 0.5: the same
+    object found as two classes is kept once) before the top 50 -- real proposals without training.
 
     Parameters
     ----------
@@ -177,8 +249,12 @@ class ProposalNet(torch.nn.Module):
         or ``"resnet18_fpn_lite"`` (CPU); default: the one a dmmlib checkpoint in ``weights``
         names, else the profile's (:data:`PROPOSAL_NET_SETTINGS`).
     weights : ``None`` (random init from ``seed``), ``"coco"`` (torchvision COCO weights,
-        resnet50_fpn only; needs a download) or a path to a state dict / dmmlib checkpoint
-        (``torch.load(weights_only=True)``).
+        resnet50_fpn only; a download, or the file in the torch hub cache) or a path to a state
+        dict / dmmlib checkpoint (``torch.load(weights_only=True)``).
+    heads : ``"keep"`` (default) uses the class heads of ``weights`` as they are (COCO's 91
+        classes merged as above); ``"fresh"`` replaces a multi-class head by fresh class-agnostic
+        ones (what ``proposals train`` starts from: a COCO backbone with random heads proposes noise
+        until trained).
     max_short_side : frames are used at native size unless their short side exceeds this.
     """
 
@@ -190,9 +266,12 @@ class ProposalNet(torch.nn.Module):
         seed: int = 0,
         max_short_side: int | None = None,
         profile: str | None = None,
+        heads: str = "keep",
     ):
         super().__init__()
         settings = by_profile(PROPOSAL_NET_SETTINGS, profile)
+        if heads not in HEADS:
+            raise DMMInputError(f"heads={heads!r}; expected one of {', '.join(HEADS)}")
         state, saved_architecture = (None, None)
         if weights is not None and weights != "coco":
             state, saved_architecture = _read_weights_file(Path(weights))
@@ -210,12 +289,12 @@ class ProposalNet(torch.nn.Module):
             raise DMMInputError(f"weights='coco' exists only for architecture 'resnet50_fpn', not {architecture!r}")
         with torch.random.fork_rng(devices=[]):  # seeded init without disturbing the caller's RNG
             torch.manual_seed(seed)
-            if architecture == "resnet50_fpn":
-                self.detector = _build_resnet50_fpn(coco=weights == "coco")
-            else:
-                self.detector = _build_resnet18_fpn_lite()
-        if state is not None:
-            _load_state(self.detector, state, Path(weights), architecture)
+            self.detector = _build_detector(architecture, weights, state, heads)
+
+    @property
+    def classes(self) -> int:
+        """Classes of the box head, background included: 2 (class-agnostic) or COCO's 91 (merged)."""
+        return int(self.detector.roi_heads.box_predictor.cls_score.out_features)
 
     @property
     def device(self) -> torch.device:
@@ -256,8 +335,12 @@ class ProposalNet(torch.nn.Module):
 
     @torch.inference_mode()
     def propose_batch(self, frames: Iterable[np.ndarray | torch.Tensor]) -> list[FrameProposals]:
-        """Proposals for several frames of one size (one batched forward pass)."""
-        images = [frame_to_tensor(f, f"frame {k}").to(self.device) for k, f in enumerate(frames)]
+        """Proposals for several frames of one size (one batched forward pass), on the net's device.
+
+        Frames: uint8 ``[H, W, 3]`` numpy, uint8 or float ``[3, H, W]`` tensors; moved to the net's
+        device first (uint8 as bytes) and scaled there. The proposals stay on that device.
+        """
+        images = [frame_to_tensor(f, f"frame {k}", self.device) for k, f in enumerate(frames)]
         if not images:
             return []
         sizes = {tuple(im.shape[-2:]) for im in images}
@@ -276,19 +359,22 @@ class ProposalNet(torch.nn.Module):
             detections, _ = self.detector.roi_heads(features, boxes, batch.image_sizes)
         finally:
             self.detector.train(was_training)
-        out = []
-        for det, (h_in, w_in) in zip(detections, batch.image_sizes):
-            scale = torch.tensor([width / w_in, height / h_in] * 2, device=det["boxes"].device)
+        return [self._top(det, (height, width), size) for det, size in zip(detections, batch.image_sizes)]
+
+    def _top(self, det: dict, frame_size: tuple[int, int], net_size: tuple[int, int]) -> FrameProposals:
+        """The top-50 of one frame's detections, boxes in frame pixels; classes merged if there are several."""
+        height, width = frame_size
+        scale = torch.tensor([width / net_size[1], height / net_size[0]] * 2, device=det["boxes"].device)
+        if self.classes > 2:  # one "object" class: the same object detected as two classes counts once
+            order = nms(det["boxes"].float(), det["scores"].float(), MERGE_IOU)[:TOP_K]
+        else:
             order = det["scores"].argsort(descending=True)[:TOP_K]
-            out.append(
-                FrameProposals(
-                    boxes=(det["boxes"][order] * scale).float().cpu(),
-                    scores=det["scores"][order].float().cpu(),
-                    masks=det["masks"][order][:, 0].float().cpu(),
-                    image_size=(int(height), int(width)),
-                )
-            )
-        return out
+        return FrameProposals(
+            boxes=(det["boxes"][order] * scale).float(),
+            scores=det["scores"][order].float(),
+            masks=det["masks"][order][:, 0].float(),
+            image_size=(int(height), int(width)),
+        )
 
     def propose(self, frame: np.ndarray | torch.Tensor) -> FrameProposals:
         """Top-50 proposals of one frame: uint8 ``[H, W, 3]`` numpy or float ``[3, H, W]`` tensor in [0, 1]."""

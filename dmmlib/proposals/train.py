@@ -17,6 +17,7 @@ never stopped.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -180,6 +181,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 
 _RESUMABLE_CHANGES = ("steps", "checkpoint_every")
+FLUSH_EVERY = 20  # steps between two host reads of the losses (and progress-bar updates)
 
 
 def _learning_rate(config: ProposalTrainConfig, step: int) -> float:
@@ -228,6 +230,22 @@ class _ProposalRun:
     losses: dict = field(default_factory=dict)
     step: int = 0
     seconds: float = 0.0
+    pending: list = field(default_factory=list)  # per-step loss tensors, still on the device
+
+    def flush(self) -> None:
+        """Read the pending steps' losses on the host (one synchronisation); raise at the first non-finite one."""
+        if not self.pending:
+            return
+        names = list(self.pending[0])
+        values = torch.stack([torch.stack([step[n] for n in names]) for step in self.pending]).tolist()
+        first = self.step - len(self.pending) + 1
+        for offset, row in enumerate(values):
+            if not all(math.isfinite(v) for v in row):
+                raise FloatingPointError(f"proposal-net loss is {row[names.index('total')]} at step {first + offset}; "
+                                         f"lower the lr")
+            for name, value in zip(names, row):
+                self.losses.setdefault(name, []).append(value)
+        self.pending = []
 
     def restore(self, state: dict) -> None:
         self.net.detector.load_state_dict(state["model"])
@@ -282,15 +300,13 @@ def _train_step(run: _ProposalRun, images: list, targets: list) -> None:
         group["lr"] = _learning_rate(run.config, run.step)
     loss_parts = run.net(images, targets)
     total = sum(loss_parts.values())
-    if not torch.isfinite(total):
-        raise FloatingPointError(f"proposal-net loss is {total.item()} at step {run.step + 1}; lower the lr")
     run.optimizer.zero_grad(set_to_none=True)
     total.backward()
     torch.nn.utils.clip_grad_norm_(run.net.parameters(), run.config.grad_clip)
     run.optimizer.step()
     run.step += 1
-    for name, value in [*loss_parts.items(), ("total", total)]:
-        run.losses.setdefault(name, []).append(float(value.detach()))
+    # read on the host every few steps (run.flush), not after each one: each read waits for the GPU
+    run.pending.append({name: value.detach() for name, value in [*loss_parts.items(), ("total", total)]})
 
 
 def train_proposal_net(
@@ -321,7 +337,8 @@ def train_proposal_net(
     pairs = training_frames(data_root, "train")
     start_state = _start_state(out_path, config, seed, resume, force)
     torch_device = pick_device(device)
-    net = ProposalNet(config.architecture, weights=config.init_weights, seed=seed).to(torch_device)
+    # fresh class-agnostic heads on a COCO (or other multi-class) start: training makes them useful
+    net = ProposalNet(config.architecture, weights=config.init_weights, seed=seed, heads="fresh").to(torch_device)
     run = _ProposalRun(out_path, config, int(seed), net, _make_optimizer(net, config),
                        torch.Generator().manual_seed(int(seed)), torch_device)
     with torch.random.fork_rng(devices=[]):  # torchvision's RoI sampling draws from the global RNG
@@ -335,7 +352,9 @@ def train_proposal_net(
             while run.step < config.steps:
                 _train_step(run, *_draw_batch(run, pairs))
                 bar.update(1)
-                bar.set_postfix(loss=f"{run.losses['total'][-1]:.3f}")
+                if run.step % FLUSH_EVERY == 0 or run.step % config.checkpoint_every == 0 or run.step == config.steps:
+                    run.flush()  # before any checkpoint: a diverged net is never saved
+                    bar.set_postfix(loss=f"{run.losses['total'][-1]:.3f}")
                 if run.step % config.checkpoint_every == 0 or run.step == config.steps:
                     run.seconds = time.perf_counter() - began
                     run.save()
