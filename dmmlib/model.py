@@ -408,7 +408,7 @@ class DMMNet(nn.Module):
         if self.config.refine_mode == "plain":
             return head, lstm
         prior = torch.logit(matched_proposal.clamp(PASS_THROUGH_EPS, 1 - PASS_THROUGH_EPS))
-        return prior + head, lstm
+        return (prior + head).to(head.dtype), lstm  # the head's dtype: bf16/fp16 under autocast, like the plain head
 
     @staticmethod
     def _keep_absent_state(new: LSTMState, old: LSTMState | None, present: torch.Tensor) -> LSTMState:
