@@ -42,6 +42,14 @@ PAPER_SETTINGS = {"n_grad": 40, "n_proj": 5, "lr": 0.1}  # Sec. 4.1
 RELEASE_SETTINGS = {"n_grad": 400, "n_proj": 50, "lr": 0.1}  # the authors' code (see the book's chapter 11)
 RELEASE_TOL = 1e-6
 VARIANTS = ("paper", "release")
+# The largest step alpha * max|C_ij| (and the largest |X^0_ij|) dmm_match accepts. A matching's entries
+# lie in [0, 1]; a gradient step that moves them by more than ten times that range cannot be
+# brought back by N_proj Dykstra rounds (Theorem 1 asks alpha < r0 / ||C||_F), and X^ stops being
+# anything like a matching (lr = 1e30 gave entries of 7e28).
+MAX_STEP = 10.0
+# Half-precision costs are solved in float32 (sums over a row lose too much in float16) and the
+# result is returned in the cost's dtype.
+_UPCAST = (torch.float16, torch.bfloat16)
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -55,9 +63,13 @@ class MatchingProblem:
     layout: Layout
     batched: bool
     n_real_columns: int  # m: the caller's columns; the rest are "no proposal" dummies
+    scale: float = 0.0  # max |C_ij| over the valid entries (dummy columns included)
+    dtype: torch.dtype | None = None  # the caller's dtype, if the problem is solved in another one
 
     def output(self, X: Tensor) -> Tensor:
         X = X[..., : self.n_real_columns]
+        if self.dtype is not None:
+            X = X.to(self.dtype)
         return X if self.batched else X.squeeze(0)
 
 
@@ -65,9 +77,13 @@ def prepare_problem(cost, template_mask, proposal_mask, no_proposal_cost) -> Mat
     """Check ``cost`` [B, n, m] or [n, m] and its masks; add "no proposal" columns if asked.
 
     Raises :class:`DMMInputError` for a bad shape, dtype or mask, NaN/inf costs, or
-    n > m without ``no_proposal_cost`` (Eq. 3 is then infeasible).
+    n > m without ``no_proposal_cost`` (Eq. 3 is then infeasible). float16 / bfloat16 costs
+    are solved in float32 (:meth:`MatchingProblem.output` casts back).
     """
     cost = check_matrix(cost, "cost")
+    caller_dtype = cost.dtype if cost.dtype in _UPCAST else None
+    if caller_dtype is not None:
+        cost = cost.float()
     if cost.ndim not in (2, 3):
         raise DMMInputError(f"cost has shape {list(cost.shape)}; expected [n, m] or [B, n, m]")
     batched = cost.ndim == 3
@@ -82,8 +98,10 @@ def prepare_problem(cost, template_mask, proposal_mask, no_proposal_cost) -> Mat
     rows = torch.ones(B, n, dtype=torch.bool, device=device) if template_mask is None else template_mask.to(device)
     cols = torch.ones(B, m, dtype=torch.bool, device=device) if proposal_mask is None else proposal_mask.to(device)
     valid = rows.unsqueeze(-1) & cols.unsqueeze(-2)
-    bad = valid & ~torch.isfinite(cost.detach())
-    if bool(bad.any()):
+    # one host sync gives both the check for NaN / inf (they propagate through amax) and the scale
+    scale = float(torch.where(valid, cost.detach().abs(), torch.zeros((), dtype=cost.dtype, device=device)).amax())
+    if not math.isfinite(scale):
+        bad = valid & ~torch.isfinite(cost.detach())
         where = [int(i) for i in bad.nonzero()[0]]
         raise DMMInputError(f"cost has {int(bad.sum())} NaN or infinite entries (first at index "
                             f"{where if batched else where[1:]}); expected finite costs")
@@ -107,12 +125,36 @@ def prepare_problem(cost, template_mask, proposal_mask, no_proposal_cost) -> Mat
                 or not math.isfinite(no_proposal_cost):
             raise DMMInputError(f"no_proposal_cost={no_proposal_cost!r}; expected a finite number")
         # n dummy columns: enough for every template to be unmatched at once
+        scale = max(scale, abs(float(no_proposal_cost)))
         dummy = torch.full((B, n, n), float(no_proposal_cost), dtype=cost.dtype, device=device)
         cost = torch.cat([cost, dummy * rows.unsqueeze(-1).to(cost.dtype)], dim=-1)
         if proposal_mask is not None:
             proposal_mask = torch.cat([proposal_mask.to(device), torch.ones(B, n, dtype=torch.bool, device=device)], -1)
     layout = make_layout(cost.shape, template_mask, proposal_mask, cost.dtype, device)
-    return MatchingProblem(cost, layout, batched, m)
+    return MatchingProblem(cost, layout, batched, m, scale, caller_dtype)
+
+
+def check_step(lr, problem: MatchingProblem, init: Tensor | None = None) -> float:
+    """``lr`` as a float, checked with the problem's cost scale: 0 < lr and lr * max|C_ij| <= :data:`MAX_STEP`.
+
+    ``init`` (X^0), if given, must be finite with entries in [-MAX_STEP, MAX_STEP].
+    """
+    lr = check_positive(lr, "lr")
+    if lr * problem.scale > MAX_STEP:
+        raise DMMInputError(
+            f"lr={lr!r} with max|cost|={problem.scale:.3g} makes a gradient step of {lr * problem.scale:.3g}; "
+            f"expected lr in (0, {MAX_STEP / problem.scale:.3g}], i.e. lr * max|cost| <= {MAX_STEP:g} "
+            "(a matching's entries lie in [0, 1]; Alg. 1 cannot project back from larger steps): "
+            "lower lr or scale the cost down")
+    if init is not None and isinstance(init, Tensor) and init.is_floating_point() and init.numel():
+        largest = float(init.detach().abs().amax())
+        if not math.isfinite(largest):
+            raise DMMInputError("init holds NaN or infinite entries; expected a finite starting point X^0 "
+                                f"with entries in [-{MAX_STEP:g}, {MAX_STEP:g}]")
+        if largest > MAX_STEP:
+            raise DMMInputError(f"init has entries up to {largest:.3g} in magnitude; expected a finite starting "
+                                f"point X^0 with entries in [-{MAX_STEP:g}, {MAX_STEP:g}] (an assignment lies in [0, 1])")
+    return lr
 
 
 # ----------------------------------------------------------------------------- Alg. 1
@@ -226,8 +268,11 @@ def dmm_match(cost: Tensor, *, n_grad: int | None = None, n_proj: int | None = N
         cost: C [B, n, m] or [n, m], templates by proposals, float32/float64, any device.
         n_grad, n_proj: outer (gradient) and inner (projection) iterations. Defaults: 40 and 5
             for ``variant="paper"`` (Sec. 4.1); 400 and 50 for ``variant="release"``.
-        lr: the step size alpha (default 0.1, Sec. 4.1). Theorem 1 asks alpha < r0/||C||_F.
-        init: X^0 [like cost]. ``None`` means X^0 = 0 (the paper allows zeros or any point).
+        lr: the step size alpha (default 0.1, Sec. 4.1). Theorem 1 asks alpha < r0/||C||_F; accepted:
+            0 < alpha with alpha * max|C_ij| <= :data:`MAX_STEP`. X^ is feasible only up to an error
+            proportional to that step (N_proj Dykstra rounds stop short of the exact projection).
+        init: X^0 [like cost], finite, entries in [-10, 10]. ``None`` means X^0 = 0 (the paper
+            allows zeros or any point).
             Not accepted by ``variant="release"``, which starts from its greedy one-hot matrix.
         template_mask, proposal_mask: bool [B, n] / [B, m] ([n] / [m] unbatched); False marks
             padding. Padded rows/columns never enter a sum and are exactly 0 in the output; the
@@ -256,15 +301,17 @@ def dmm_match(cost: Tensor, *, n_grad: int | None = None, n_proj: int | None = N
 
     Raises:
         DMMInputError: n > m without ``no_proposal_cost``, NaN/inf costs, bad shapes or masks,
-            non-float dtype, lr <= 0, n_grad or n_proj < 1, unknown variant.
+            non-float dtype, lr <= 0 or lr * max|C| > MAX_STEP (10), an init that is not finite or
+            has entries beyond [-10, 10], n_grad or n_proj < 1, unknown variant.
     """
     if variant not in VARIANTS:
         raise DMMInputError(f"variant={variant!r}; expected one of {VARIANTS}")
     settings = PAPER_SETTINGS if variant == "paper" else RELEASE_SETTINGS
     n_grad = check_iterations(settings["n_grad"] if n_grad is None else n_grad, "n_grad")
     n_proj = check_iterations(settings["n_proj"] if n_proj is None else n_proj, "n_proj")
-    lr = check_positive(lr, "lr")
+    check_positive(lr, "lr")
     problem = prepare_problem(cost, template_mask, proposal_mask, no_proposal_cost)
+    lr = check_step(lr, problem, init)
     if variant == "release":
         if init is not None:
             raise DMMInputError("init is not used by variant='release', which starts from its greedy one-hot "
