@@ -63,7 +63,7 @@ from dmmlib.data.generate import ensure_synthetic
 from dmmlib.data.youtube_vos import YouTubeVOSDataset
 from dmmlib.device import pick_device
 from dmmlib.errors import DMMInputError
-from dmmlib.fileio import SetAside, atomic_write_text, make_folders
+from dmmlib.fileio import SetAside, atomic_write_text, make_folders, read_text_file
 from dmmlib.model import DMMNet, default_config
 from dmmlib.proposals.cache import ProposalCache
 from dmmlib.proposals.net import ProposalNet
@@ -197,7 +197,15 @@ def read_log(run_dir: str | os.PathLike) -> list[dict]:
     path = Path(run_dir) / LOG_NAME
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(read_text_file(path, "training log").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise DMMInputError(f"training log {path}: line {number} is not JSON; expected one record per line") from None
+    return records
 
 
 # ----------------------------------------------------------------------------------------------
