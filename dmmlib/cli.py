@@ -13,6 +13,8 @@ import argparse
 import importlib
 import sys
 
+from tqdm import tqdm
+
 from dmmlib.errors import DMMInputError
 from dmmlib.fileio import describe_os_error
 
@@ -68,5 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _user_error(message: str) -> int:
     """Print ``error: <message>`` on one line of stderr (no traceback) and give the exit status 2."""
+    for bar in list(getattr(tqdm, "_instances", ())):  # a progress bar left open would share the line
+        bar.close()
     print("error: " + " ".join(line.strip() for line in message.splitlines() if line.strip()), file=sys.stderr)
     return 2

@@ -167,6 +167,8 @@ def check_outputs(plans: list[VideoPlan], out_dir: str | os.PathLike, force: boo
         if plan.frame_paths:
             check_apart(out_dir, "output folder", {f"the frame folder of video {plan.name!r}": plan.frame_paths[0].parent})
         folder = Path(out_dir) / plan.name
+        if os.path.lexists(folder) and not folder.is_dir():
+            raise DMMInputError(f"output {folder} (the results of video {plan.name!r}) is a file; expected a folder")
         if folder.is_dir() and any(folder.glob("*.png")):
             refuse_overwrite(folder, force, what="output folder (with PNGs)")
 

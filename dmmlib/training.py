@@ -376,8 +376,14 @@ def _log(run: _Run, epoch: int, loss: float, stats: dict, seconds: float) -> dic
 
 def _loop(run: _Run, progress: bool) -> None:
     """Train from ``run.step`` to ``run.total_steps``, logging and checkpointing as configured."""
+    with tqdm(total=run.total_steps, initial=run.step, desc="train",
+              disable=not (progress and run.world.is_main)) as bar:
+        _steps(run, bar)
+
+
+def _steps(run: _Run, bar) -> None:
+    """The steps of :func:`_loop`, shown on ``bar``."""
     cfg = run.cfg
-    bar = tqdm(total=run.total_steps, initial=run.step, desc="train", disable=not (progress and run.world.is_main))
     while run.step < run.total_steps:
         epoch, position = divmod(run.step, run.steps_per_epoch)
         batches, loader = _epoch_batches(run, epoch, position)
@@ -392,7 +398,6 @@ def _loop(run: _Run, progress: bool) -> None:
             bar.update(1)
             if run.step % cfg.checkpoint_every == 0 and run.step < run.total_steps:
                 _save(run)
-    bar.close()
 
 
 def train(

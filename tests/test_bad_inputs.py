@@ -35,6 +35,7 @@ from dmmlib.cli import main as cli_main
 from dmmlib.data import DavisDataset, SynthConfig, generate_benchmark
 from dmmlib.data.masks import write_label_png
 from dmmlib.lessons.fixtures import write_davis_fixture, write_oracle_checkpoint, write_oracle_proposals
+from dmmlib.proposals.train import train_config_for_profile, train_proposal_net
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = SynthConfig(train_videos=2, val_videos=1, frames=4, height=40, width=64)
@@ -55,6 +56,7 @@ class World:
     seven: Path  # a synthetic benchmark made with seed 7
     run: Path  # a run folder: a readable checkpoint (step 2) and an unreadable newer one (step 4)
     broken_run: Path  # a run folder whose only checkpoint is unreadable
+    net: Path  # an (untrained) proposal-net checkpoint of `proposals train`
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +77,10 @@ def world(tmp_path_factory) -> World:
         for step in steps:
             save_training_checkpoint(run, {"format": TRAINING_CHECKPOINT_FORMAT, "step": step}, keep=5)
         (run / "checkpoints" / f"step_{steps[-1]:07d}.pt").write_bytes(b"\x00" * 64)  # the newest is broken
+    net = base / "net.pt"
+    train_proposal_net(base / "davis", net, train_config_for_profile("smoke").replace(steps=0), progress=False)
     return World(base, base / "davis", base / "results", oracle, cache, base / "png" / "val-a", base / "mask.png",
-                 seven, base / "run", base / "broken-run")
+                 seven, base / "run", base / "broken-run", net)
 
 
 # ----------------------------------------------------------------------------- helpers for the cases
@@ -118,6 +122,20 @@ def davis_with_bad_frame(d: Path, w: World, kind: str) -> Path:
     else:
         Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(frame, format="JPEG")
     return root
+
+
+def davis_all_frames_truncated(d: Path, w: World) -> Path:
+    """A copy of the DAVIS fixture whose frames after the first are all truncated: any training clip meets one."""
+    root = copy_tree(w.davis, d / "davis")
+    for frame in root.glob("JPEGImages/480p/*/*.jpg"):
+        if frame.stem != "00000":
+            truncate(frame)
+    return root
+
+
+def youtube_root(d: Path, meta: bytes | str) -> Path:
+    write(d / "yt" / "valid" / "meta.json", meta)
+    return d / "yt"
 
 
 def frames_with_bad_frame(d: Path, w: World, kind: str) -> Path:
@@ -234,6 +252,11 @@ CASES = [
     Case("track-checkpoint-malicious",
          lambda w, d: track(w, w.png_frames, w.mask, d / "out", "--checkpoint", str(malicious_pickle(d / "evil.pt"))),
          ("evil.pt",)),
+    Case("track-frames-not-a-video",
+         lambda w, d: track(w, write(d / "clip.mp4", b"not a video at all"), w.mask, d / "out"),
+         ("clip.mp4", "neither a folder of images nor a video")),
+    Case("track-frames-missing", lambda w, d: track(w, d / "nowhere", w.mask, d / "out"),
+         ("nowhere", "does not exist")),
     Case("track-checkpoint-is-a-folder",
          lambda w, d: track(w, w.png_frames, w.mask, d / "out", "--checkpoint", str(_mkdir(d / "model.pt"))),
          ("checkpoint", "is a folder")),
@@ -265,6 +288,17 @@ CASES = [
     Case("predict-results-exist",
          lambda w, d: predict(w, w.davis, results_copy(d, w)),
          ("refusing to overwrite", "--force")),
+    Case("predict-result-folder-is-a-file",
+         lambda w, d: predict(w, w.davis, write(d / "out" / "val-a", "mine").parent),
+         ("val-a", "is a file")),
+    Case("predict-youtube-meta-malformed",
+         lambda w, d: ["predict", "--dataset", "youtube-vos", "--root", str(youtube_root(d, '{"videos": {')),
+                       "--out", str(d / "out")],
+         ("meta.json", "not valid JSON")),
+    Case("predict-youtube-video-name-is-a-path",
+         lambda w, d: ["predict", "--dataset", "youtube-vos", "--root",
+                       str(youtube_root(d, '{"videos": {"../../escape": {"objects": {}}}}')), "--out", str(d / "out")],
+         ("meta.json", "'../../escape'", "not a plain name")),
     Case("predict-lam-out-of-range", lambda w, d: predict(w, w.davis, d / "out", "--lam", "2"), ("--lam",)),
     Case("predict-online-steps-negative", lambda w, d: predict(w, w.davis, d / "out", "--online-steps", "-1"),
          ("online_steps=-1",)),
@@ -292,6 +326,17 @@ CASES = [
          ("00002.png", "10x10")),
     Case("evaluate-results-are-the-dataset", lambda w, d: evaluate(w, w.davis, "--force"),
          ("--results", "is --davis-root")),
+    Case("evaluate-result-is-a-folder",
+         lambda w, d: evaluate(w, _with(results_copy(d, w), lambda r: (r / "val-a/00002.png").unlink()
+                                        or _mkdir(r / "val-a/00002.png"))),
+         ("00002.png", "is a folder")),
+    Case("evaluate-json-inside-the-dataset",
+         lambda w, d: evaluate(w, results_copy(d, w), "--json", str(w.davis / "scores.json")),
+         ("--json", "lies inside --davis-root")),
+    Case("evaluate-seen-split-is-a-path",
+         lambda w, d: ["evaluate", "--dataset", "youtube-vos", "--root", str(w.davis), "--results", str(w.results),
+                       "--seen-split", "../train"],
+         ("--seen-split", "not a plain name")),
     Case("evaluate-workers-zero", lambda w, d: evaluate(w, results_copy(d, w), "--workers", "0"),
          ("workers",)),
     Case("evaluate-seen-categories-not-utf8",
@@ -322,6 +367,18 @@ CASES = [
          lambda w, d: ["proposals", "compute", "--data", str(w.davis), "--checkpoint",
                        str(write(d / "net.pt", b"\x00" * 100)), "--cache", str(d / "c"), "--device", "cpu"],
          ("net.pt",)),
+    Case("proposals-compute-truncated-frame-mid-sequence",
+         lambda w, d: ["proposals", "compute", "--data", str(davis_with_bad_frame(d, w, "truncated")),
+                       "--checkpoint", str(w.net), "--cache", str(d / "cache"), "--device", "cpu"],
+         ("00002.jpg", "not a readable image")),
+    Case("proposals-compute-cache-of-another-network",
+         lambda w, d: ["proposals", "compute", "--data", str(w.davis), "--checkpoint", str(w.net),
+                       "--cache", str(w.cache), "--device", "cpu"],
+         ("cache", "unrecorded network")),
+    Case("proposals-train-resume-corrupt",
+         lambda w, d: ["proposals", "train", "--data", str(w.davis), "--resume", "--device", "cpu",
+                       "--out", str(write(d / "net.pt", b"\x00" * 64))],
+         ("net.pt", "not a readable torch file")),
     Case("proposals-train-out-inside-data",
          lambda w, d: ["proposals", "train", "--data", str(w.davis), "--out", str(w.davis / "net.pt")],
          ("--out", "lies inside --data")),
@@ -352,11 +409,18 @@ CASES = [
     Case("train-config-bad-yaml", lambda w, d: ["train", "--config", str(write(d / "c.yaml", "a: [1, 2\n")),
                                                 "--out", str(d / "run")],
          ("c.yaml", "not valid YAML")),
+    Case("train-fails-on-a-bad-frame-and-leaves-no-run",
+         lambda w, d: train(w, d / "run", "--data", str(davis_all_frames_truncated(d, w)), "--set", "batch_size=1"),
+         (".jpg", "not a readable image")),
+    Case("train-force-fails-and-restores-the-earlier-run",
+         lambda w, d: train(w, copy_tree(w.run, d / "run"), "--force", "--data", str(davis_all_frames_truncated(d, w)),
+                            "--set", "batch_size=1"),
+         (".jpg", "not a readable image")),
     Case("train-resume-and-force", lambda w, d: train(w, d / "run", "--resume", "--force"), ("--resume", "--force")),
     Case("train-unknown-key", lambda w, d: train(w, d / "run", "--set", "learning_rate=1"), ("learning_rate",)),
 ]
 
-# read-only folders need a private mount namespace: these cases run in a subprocess
+# read-only folders and full disks need a private mount namespace: these cases run in a subprocess
 READONLY_CASES = [
     Case("evaluate-results-read-only", lambda w, d: evaluate(w, results_copy(d, w)),
          ("global_results-val.csv", "not writable"), readonly=lambda w, d: d / "results"),
@@ -369,6 +433,15 @@ READONLY_CASES = [
     Case("evaluate-json-in-read-only-folder",
          lambda w, d: evaluate(w, results_copy(d, w), "--json", str(_mkdir(d / "ro") / "s.json")),
          ("s.json", "not writable"), readonly=lambda w, d: d / "ro"),
+]
+# a full disk: a tiny tmpfs over the output folder; the folder is listed (inside the namespace) after the run
+FULL_DISK_CASES = [
+    Case("synth-disk-full-mid-benchmark",
+         lambda w, d: ["data", "synth", "--out", str(_mkdir(d / "full") / "bench"), "--profile", "smoke", "--quiet"],
+         ("no space is left",), readonly=lambda w, d: d / "full"),
+    Case("track-disk-full-mid-video",
+         lambda w, d: track(w, w.png_frames, w.mask, _mkdir(d / "full") / "out", *oracle_args(w)),
+         ("no space is left",), readonly=lambda w, d: d / "full"),
 ]
 
 
@@ -416,12 +489,15 @@ def run_in_process(argv: list[str], env: dict, monkeypatch) -> tuple[int, str]:
     return code, err.getvalue()
 
 
-def run_read_only(argv: list[str], folder: Path) -> tuple[int, str]:
+def run_in_namespace(argv: list[str], folder: Path, mount: str) -> tuple[int, str, str]:
+    """Run the command with ``folder`` mounted privately (``mount``: ``ro`` bind or a small ``tmpfs``);
+    returns the exit status, stderr and the folder's listing as the command left it (seen inside the mount)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DMM_PROFILE": "smoke"}
-    script = 'mount --bind -o ro "$1" "$1" && shift && exec "$@"'
+    how = 'mount --bind -o ro "$1" "$1"' if mount == "ro" else 'mount -t tmpfs -o size=12k tmpfs "$1"'
+    script = how + ' || exit 99; dir="$1"; shift; "$@"; rc=$?; find "$dir" -mindepth 1; exit $rc'
     done = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", str(folder), sys.executable, "-m", "dmmlib",
                            *argv], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
-    return done.returncode, done.stderr
+    return done.returncode, done.stderr, done.stdout
 
 
 def check_refusal(code: int, err: str, case: Case, before: dict, after: dict) -> None:
@@ -465,12 +541,26 @@ def test_read_only_output_is_refused_before_anything_is_written(case, world, tmp
     shutil.rmtree(tmp_path / "probe")
     argv = case.argv(world, tmp_path)
     before = snapshot(world.base, tmp_path)
-    code, err = run_read_only(argv, case.readonly(world, tmp_path))
+    code, err, _ = run_in_namespace(argv, case.readonly(world, tmp_path), "ro")
     check_refusal(code, err, case, before, snapshot(world.base, tmp_path))
 
 
+@pytest.mark.parametrize("case", FULL_DISK_CASES, ids=[c.name for c in FULL_DISK_CASES])
+def test_a_full_disk_mid_write_leaves_nothing(case, world, tmp_path):
+    reason = _can_mount_read_only(tmp_path)
+    if reason:
+        pytest.skip(reason)
+    shutil.rmtree(tmp_path / "probe")
+    argv = case.argv(world, tmp_path)
+    before = snapshot(world.base, tmp_path)
+    code, err, listing = run_in_namespace(argv, case.readonly(world, tmp_path), "tmpfs")
+    check_refusal(code, err, case, before, snapshot(world.base, tmp_path))
+    left = [line for line in listing.splitlines() if line.startswith(str(case.readonly(world, tmp_path)))]
+    assert not left, f"the full disk holds what the failed run left: {left}"
+
+
 def test_the_catalogue_covers_every_command():
-    names = [c.name for c in CASES + READONLY_CASES]
+    names = [c.name for c in CASES + READONLY_CASES + FULL_DISK_CASES]
     assert len(names) == len(set(names)) and len(names) >= 40
     for prefix in ("info", "track", "predict", "evaluate", "synth", "proposals-compute", "proposals-train",
                    "proposals-recall", "train"):

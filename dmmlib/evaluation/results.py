@@ -41,6 +41,8 @@ def read_result(path: str | os.PathLike, shape: tuple[int, int], annotation: str
     """
     path = Path(path)
     against = f" for annotation {annotation}" if annotation is not None else ""
+    if path.is_dir():
+        raise DMMInputError(f"result {path} is a folder; expected a label PNG{against}")
     if not path.is_file():
         raise DMMInputError(f"result frame {path} is missing; expected a label PNG{against}")
     labels = read_label_png(path, what="result")
