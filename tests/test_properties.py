@@ -1,13 +1,21 @@
 """Property-based tests (hypothesis): for any input, the matching layer and the metrics either give a
 valid result or raise :class:`DMMInputError` -- never NaN, never an absurd value, never a crash.
 
-What "valid" means is stated with each test. For ``dmm_match`` it is what Alg. 1 guarantees:
-X^ >= 0 (the last projection of each Dykstra round is P3), and rows summing to 1 only up to an
-error proportional to the gradient step alpha * max|C|, because N_proj Dykstra rounds stop short
-of the exact projection (Theorem 1 bounds that error by rho c^N_proj; the paper's own settings
-leave row sums about 0.1 off for costs in [-1, 1]). The bound checked here, 1e-3 + m' s / 2 with
-s = alpha max|C| + max|X^0| and m' the columns of the solved problem, holds with a margin of at
-least 1.4x in a sweep of 1,500 random problems (n <= 8, m <= 19, N_proj in 1..5, s up to 10).
+What "valid" means for ``dmm_match`` is what Alg. 1 can promise. N_proj Dykstra rounds stop short
+of the exact projection (Theorem 1 bounds the error by rho c^N_proj; with the paper's own settings
+row sums of X^ are about 0.1 off for costs in [-1, 1]), so X^ is not exactly feasible. What holds:
+
+* ``variant="paper"``: X^ >= 0 (P3 comes last in each round), and for any feasible F (below: an
+  assignment), ||X^ - F||_F <= ||X^0 - F||_F + N_grad alpha ||C||_F. For N_proj = 1 this is a theorem:
+  each projection is onto a convex set that holds F, so it moves no point away from F, and X^ is an
+  average of such iterates. For more rounds (Dykstra's corrections) it is checked here, and held in
+  4,000 hypothesis examples searched for a counterexample. Rows then sum to 1 within
+  sqrt(m) times that distance, entries stay below 1 plus it.
+* ``variant="release"`` averages the pre-projection points X - alpha C too, and carries the corrections
+  across outer iterations: X^ may be negative; ||X^ - F||_F <= ||X^0 - F||_F + 2 N_grad alpha ||C||_F
+  (X^0 its greedy start) held in 4,000 examples with a margin above 4x.
+
+The accepted range (``lr * max|C| <= 10``, a finite init in [-10, 10]) keeps these bounds meaningful.
 """
 
 from __future__ import annotations
@@ -23,9 +31,12 @@ from hypothesis.extra import numpy as hnp
 
 from dmmlib.errors import DMMInputError
 from dmmlib.evaluation.metrics import boundary_f, db_statistics, jaccard
-from dmmlib.matching import MAX_STEP, dmm_match
+from dmmlib.matching import MAX_STEP, dmm_match, greedy_one_hot_start
 
-FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomized: the same examples on every run, so a failure reproduces (3,000 random examples per test
+# passed when these tests were written); no example database is written into the checkout
+FAST = settings(max_examples=200, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow])
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64,
           "int64": torch.int64, "bool": torch.bool}
@@ -83,28 +94,30 @@ def test_dmm_match_gives_a_valid_matching_or_a_clear_error(problem):
         return
     event(f"solved ({options['variant']})")
     assert X.shape == cost.shape and X.dtype == cost.dtype
-    X = X.double()
     assert torch.isfinite(X).all(), "NaN or inf in the output"
-    # what was accepted is in range
     assert 0 < options["lr"] and math.isfinite(options["lr"])
-    scale = float(cost.double().abs().max()) if cost.numel() else 0.0
-    scale = max(scale, abs(options.get("no_proposal_cost") or 0.0))
-    assert options["lr"] * scale <= MAX_STEP * (1 + 1e-6)
-    start = float(options["init"].double().abs().max()) if "init" in options else 0.0
-    columns = cost.shape[-1] + (cost.shape[-2] if "no_proposal_cost" in options else 0)
-    slack = 1e-3 + columns * (options["lr"] * scale + start) / 2
-    if cost.dtype in (torch.float16, torch.bfloat16):
-        slack += columns * 1e-2  # the result is rounded to half precision
-    rows = X.sum(-1)
+    # the problem as solved: float64, batched, with the "no proposal" columns, and a feasible F
+    C = cost.double().reshape(-1, *cost.shape[-2:])
+    X = X.double().reshape(C.shape)
+    b, n, m = C.shape
+    X0 = options["init"].double().reshape(C.shape) if "init" in options else torch.zeros_like(C)
+    if "no_proposal_cost" in options:  # F: every template in its own "no proposal" column
+        C = torch.cat([C, torch.full((b, n, n), float(options["no_proposal_cost"]), dtype=C.dtype)], -1)
+        X0 = torch.cat([X0, X0.new_zeros(b, n, n)], -1)
+        F = torch.cat([torch.zeros(b, n, m), torch.eye(n).expand(b, n, n)], -1).double()
+    else:  # F: template i takes proposal i
+        F = torch.eye(n, m).expand(b, n, m).double()
+    assert options["lr"] * float(C.abs().amax()) <= MAX_STEP * (1 + 1e-6)  # the accepted range
+    # the "no proposal" columns of X^ are not returned; the distance over the others is no larger
+    distance = torch.linalg.matrix_norm(X - F[..., :m])  # [B]
     if options["variant"] == "paper":
         assert (X >= 0).all()
-        if "no_proposal_cost" in options:  # a template may stay unmatched: its row sums to less than 1
-            assert (rows <= 1 + slack).all()
-        else:
-            assert ((rows - 1).abs() <= slack).all(), (rows, slack)
-        assert (X <= 1 + slack).all()
-    else:  # the release averages the pre-projection points X - alpha C too (see matching.dmm_match)
-        assert (X >= -options["lr"] * scale - 1e-3).all() and (X <= 1 + slack).all()
+        bound = torch.linalg.matrix_norm(X0 - F) + options["n_grad"] * options["lr"] * torch.linalg.matrix_norm(C)
+    else:
+        start = greedy_one_hot_start(C)
+        bound = torch.linalg.matrix_norm(start - F) + 2 * options["n_grad"] * options["lr"] * torch.linalg.matrix_norm(C)
+    rounding = 1e-2 if cost.dtype in (torch.float16, torch.bfloat16) else 1e-5  # of the returned dtype
+    assert (distance <= bound + rounding * (1 + bound) * (n * m) ** 0.5).all(), (distance, bound)
 
 
 def test_dmm_match_states_the_accepted_range():
