@@ -78,6 +78,7 @@ class PredictOptions:
     def __post_init__(self) -> None:
         if isinstance(self.online_steps, bool) or not isinstance(self.online_steps, int) or self.online_steps < 0:
             raise DMMInputError(f"online_steps={self.online_steps!r}; expected an integer >= 0")
+        self.size = TrackOptions(size=self.size).size  # checked now, not when the first video starts
 
 
 def first_template(plan: VideoPlan) -> tuple[int, np.ndarray]:

@@ -300,6 +300,8 @@ CASES = [
                        str(youtube_root(d, '{"videos": {"../../escape": {"objects": {}}}}')), "--out", str(d / "out")],
          ("meta.json", "'../../escape'", "not a plain name")),
     Case("predict-lam-out-of-range", lambda w, d: predict(w, w.davis, d / "out", "--lam", "2"), ("--lam",)),
+    Case("predict-size-too-small", lambda w, d: predict(w, w.davis, d / "out", "--size", "8", "300"),
+         ("size=", "at least 16")),
     Case("predict-online-steps-negative", lambda w, d: predict(w, w.davis, d / "out", "--online-steps", "-1"),
          ("online_steps=-1",)),
     # ---- evaluate
