@@ -69,9 +69,8 @@ def test_cli_reports_unknown_profile_without_traceback():
 
 def test_the_wheel_carries_the_configs_and_the_static_figures(tmp_path):
     """A non-editable install must find the packaged configs and scripts (importlib.resources), not the checkout's."""
-    import zipfile
-
     import shutil
+    import zipfile
 
     source = tmp_path / "source"  # a copy: setuptools writes build/ and *.egg-info beside the sources
     shutil.copytree(ROOT / "dmmlib", source / "dmmlib", ignore=shutil.ignore_patterns("__pycache__"))
