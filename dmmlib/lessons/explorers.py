@@ -176,7 +176,7 @@ def _gradient_state(batch: dict, b: int, i: int, j: int, true: Tensor, reference
     for name, (X, G, losses) in batch["results"].items():
         g = G[b]
         methods.append({"name": name, "x": torch.round(X[b] * 100).to(torch.int64).tolist(),
-                        "g": torch.round(g * 10000).to(torch.int64).tolist(), "glimit": sig(g.abs().max().item())})
+                        "g": torch.round(g * 10000).to(torch.int64).tolist()})
         readout += [fixed(losses[b].item(), 4), fixed(X[b, i, j].item(), 4), sci(g[i, j].item()),
                     fixed(X[b, i, true[i]].item(), 4)]
     choice, before = int(batch["hungarian"][b, i]), int(batch["hungarian"][reference, i])

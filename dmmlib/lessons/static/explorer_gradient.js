@@ -21,14 +21,15 @@ RENDERERS.gradient = function (v) {
     var X = method.x.map(function (row) { return row.map(function (q) { return q / 100; }); });
     var xmax = Math.max.apply(null, X.map(function (row) { return Math.max.apply(null, row); }));
     var G = method.g.map(function (row) { return row.map(function (q) { return q / 10000; }); });
-    var L = method.glimit > 0 ? method.glimit : 1, gScale = kit.scale("div", -L, L);
+    var L = Math.max.apply(null, G.map(function (row) { return Math.max.apply(null, row.map(Math.abs)); }));
+    var gScale = kit.scale("div", -(L > 0 ? L : 1), L > 0 ? L : 1);
     out += kit.svg(kit.row([
       kit.heatmap({matrix: X, cell: cell, scale: xScale, marks: marks, rowLabel: label, title: method.name + ": X\u0302",
         tip: function (r, c, x) { return "X\u0302[" + r + "," + c + "] = " + x.toFixed(2); }}),
       kit.colorbar({scale: xScale, height: Math.max(60, X.length * cell), max: xmax, label: "X\u0302"}),
       kit.heatmap({matrix: G, cell: cell, scale: gScale, marks: marks, rowLabel: label, title: method.name + ": \u2202L/\u2202C",
         tip: function (r, c, x) { return "\u2202L/\u2202C[" + r + "," + c + "] = " + x.toFixed(4); }}),
-      kit.colorbar({scale: gScale, height: Math.max(60, X.length * cell), max: L, label: "\u2202L/\u2202C"})
+      kit.colorbar({scale: gScale, height: Math.max(60, X.length * cell), max: gScale.hi, label: "\u2202L/\u2202C"})
     ]));
   });
   var colours = ["#1f77b4", "#2ca02c"], series = [];

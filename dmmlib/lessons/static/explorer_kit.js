@@ -79,9 +79,10 @@ kit.heatmap = function (o) {
     else
       parts.push('<circle cx="' + cx + '" cy="' + cy + '" r="' + Math.max(1.6, c / 7) + '" fill="' + k.colour + '" stroke="#000" stroke-width="0.8"/>');
   });
-  var width = left + m * c + 4, height = top + n * c + 4;
+  var width = Math.max(left + m * c + 4, o.title ? left + 7 * o.title.length : 0), height = top + n * c + 4;
   if (o.sums) {
     var s = o.sums;
+    width = Math.max(width, left + m * c + 48);
     parts.push(kit.text(left + m * c + 4, top - 4, "row sum", {size: 9}));
     s.rows.forEach(function (v, i) {
       parts.push(kit.text(left + m * c + 6, top + i * c + c / 2 + 4, v.toFixed(2), {size: 10, fill: s.rowBad(v) ? "#c92a2a" : "#333"}));
@@ -90,7 +91,6 @@ kit.heatmap = function (o) {
       parts.push(kit.text(left + j * c + c / 2, top + n * c + 13, v.toFixed(2), {size: 10, anchor: "middle", fill: s.colBad(v) ? "#c92a2a" : "#333"}));
     });
     parts.push(kit.text(4, top + n * c + 13, "col", {size: 9}));
-    width += 44;
     height += 16;
   }
   if (o.colAxis) {
@@ -205,8 +205,6 @@ kit.curve = function (o) {
   });
   if (o.vline !== undefined && o.vline >= xlo && o.vline <= xhi)
     parts.push('<line x1="' + px(o.vline) + '" x2="' + px(o.vline) + '" y1="' + T + '" y2="' + (H - B) + '" stroke="#e4572e" stroke-dasharray="4 3"/>');
-  var longest = Math.max.apply(null, o.series.map(function (s) { return s.label.length; }));
-  var lx = W - R - 30 - 5.6 * longest;
   o.series.forEach(function (s, k) {
     var points = [], marks = [];
     for (var q = 0; q < s.x.length; q++) {
@@ -220,7 +218,7 @@ kit.curve = function (o) {
     parts.push('<polyline class="dmm-series" points="' + points.join(" ") + '" fill="none" stroke="' + s.colour + '" stroke-width="2"' +
       (s.dash ? ' stroke-dasharray="' + s.dash + '"' : "") + "/>");
     parts.push(marks.join(""));
-    var ly = T + 12 + 14 * k;
+    var ly = H + 6 + 14 * k, lx = L;  // the legend sits below the plot, where it hides no data
     parts.push('<line x1="' + lx + '" x2="' + (lx + 18) + '" y1="' + (ly - 4) + '" y2="' + (ly - 4) + '" stroke="' + s.colour +
       '" stroke-width="2"' + (s.dash ? ' stroke-dasharray="' + s.dash + '"' : "") + "/>");
     parts.push(kit.text(lx + 22, ly, s.label, {size: 10}));
@@ -228,5 +226,5 @@ kit.curve = function (o) {
   if (o.title) parts.push(kit.text(L, 15, o.title, {size: 12, weight: "bold"}));
   if (o.xlabel) parts.push(kit.text(L + (W - L - R) / 2, H - 8, o.xlabel, {size: 11, anchor: "middle"}));
   if (o.ylabel) parts.push(kit.text(13, T + (H - T - B) / 2, o.ylabel, {size: 11, anchor: "middle", rotate: -90}));
-  return {svg: parts.join(""), width: W, height: H, label: o.title || "curve"};
+  return {svg: parts.join(""), width: W, height: H + 6 + 14 * o.series.length, label: o.title || "curve"};
 };

@@ -15,8 +15,8 @@ RENDERERS.stepper = function (v) {
       tip: function (i, j, x) { return title + ": [" + i + "," + j + "] = " + x.toFixed(3); }});
   }
   var rounds = k === 1 ? "1 round" : k + " rounds";
-  var matrices = kit.row([panel(ex.x, "X"), panel(st.dykstra, "Dykstra, " + rounds), panel(st.alternating, "alternating, " + rounds),
-                          panel(ex.exact, "exact projection")], 16);
+  var matrices = [panel(ex.x, "X"), panel(st.dykstra, "Dykstra, " + rounds), panel(st.alternating, "alternating, " + rounds),
+                  panel(ex.exact, "exact projection")];
   var all = [ex.x, st.dykstra, st.alternating, ex.exact], lo = 0, hi = 0;
   all.forEach(function (M) { M.forEach(function (row) { row.forEach(function (x) { lo = Math.min(lo, x); hi = Math.max(hi, x); }); }); });
   var bar = kit.colorbar({scale: scale, height: Math.max(60, ex.x.length * cell), max: hi, min: lo, label: "entries"});
@@ -26,5 +26,5 @@ RENDERERS.stepper = function (v) {
              {x: ex.rounds, y: ex.alternating, colour: "#ff7f0e", label: "alternating", dash: "6 3"}],
     title: "distance to the exact projection", xlabel: "projection rounds (log scale)", ylabel: "\u2016Y \u2212 P_C(X)\u2016_F"
   });
-  return kit.svg(matrices) + kit.svg(bar) + kit.svg(curve);
+  return matrices.map(kit.svg).join("") + kit.svg(bar) + kit.svg(curve);
 };
