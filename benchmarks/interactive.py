@@ -1,6 +1,6 @@
 """How fast do the book's interactive figures answer a move, live in a kernel and in the static page?
 
-    python benchmarks/interactive.py [--quick] [--no-browser] [--profile smoke|cpu|gpu]
+    python benchmarks/interactive.py [--quick] [--no-browser] [--lab] [--profile smoke|cpu|gpu]
 
 Live: a Jupyter kernel is started with ``jupyter_client`` (no browser), each live explorer is
 built in it, and every control is moved the way JupyterLab moves it: a ``comm_msg`` "update"
@@ -18,6 +18,10 @@ column measures that drawing). Printed per figure and setting: moves, median and
 Static: the same figures' static pages in headless Chromium (Debian's /usr/bin/chromium): a
 move is timed from the input event to the redrawn figure (the drawing is synchronous).
 
+JupyterLab (``--lab``): the three live figures in a notebook in a real JupyterLab, driven by
+headless Chromium: a move is timed from the key press on a slider to the figure showing the new
+setting -- the whole round trip a reader feels (key, comm message, kernel, Output, renderer).
+
 The goal (issue 15): under 0.2 s per move at the chapter's settings on 2 cores, under 1 s at
 400 x 50. This script measures; it asserts nothing.
 """
@@ -28,7 +32,9 @@ import argparse
 import json
 import os
 import queue
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -151,7 +157,10 @@ def sweep(controls: list[dict], current: dict, values_per_control: int | None, s
 
 
 def live_times(kernel: LiveKernel, figure: str, profile: str, start: dict | None, values_per_control: int | None):
-    """Build ``figure`` live, optionally move to ``start`` ({name: index}), then time a sweep of the other controls."""
+    """Build ``figure`` live, optionally move to ``start`` ({name: index}), then time a sweep of the other controls.
+
+    Returns the wall seconds of each move and the kernel CPU seconds the explorer spent on it.
+    """
     done = kernel.execute(
         f"fig = LiveExplorer(DESCRIPTIONS[{figure!r}]({profile!r}))\n"
         "print(json.dumps({'ids': {n: w.model_id for n, w in fig.controls.items()}, "
@@ -168,7 +177,8 @@ def live_times(kernel: LiveKernel, figure: str, profile: str, start: dict | None
         if error or seconds is None:
             raise RuntimeError(f"moving {name} to {index} drew nothing: {error}")
         times.append(seconds)
-    return times
+    cpu = json.loads(kernel.execute("print(json.dumps(fig.cpu_seconds))")["stdout"])[-len(times):]
+    return times, cpu
 
 
 def static_times(figure: str, profile: str, repeats: int) -> list[float]:
@@ -206,8 +216,91 @@ def static_times(figure: str, profile: str, repeats: int) -> list[float]:
     return times
 
 
-def row(name: str, times: list[float]) -> str:
-    return f"{name:<48} {len(times):>5} {statistics.median(times):>9.3f} {max(times):>9.3f}"
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def lab_times(profile: str, presses: int) -> dict[str, list[float]]:
+    """End to end in JupyterLab: a key press on a live explorer's slider -> its redrawn figure.
+
+    A JupyterLab server is started on a notebook that builds the three live figures; headless
+    Chromium runs it and presses ArrowRight / ArrowLeft on every slider (``presses`` per slider),
+    timing each from the key press to the figure's new setting in the page.
+    """
+    import nbformat
+    from playwright.sync_api import sync_playwright
+
+    figures = ("convergence", "stepper", "gradient")
+    with tempfile.TemporaryDirectory() as tmp:
+        notebook = nbformat.v4.new_notebook()
+        notebook.cells = [nbformat.v4.new_code_cell(FIGURES)] + [
+            nbformat.v4.new_code_cell(f"LiveExplorer(DESCRIPTIONS[{name!r}]({profile!r}))") for name in figures]
+        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(notebook, os.path.join(tmp, "live.ipynb"))
+        port = _free_port()
+        env = {**os.environ, **kernel_env(profile), "JUPYTER_CONFIG_DIR": os.path.join(tmp, "config"),
+               "JUPYTER_RUNTIME_DIR": os.path.join(tmp, "runtime")}
+        env.pop("DMM_LIVE")  # JupyterLab's kernels are live by themselves (JPY_SESSION_NAME)
+        command = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ServerApp.token=",
+                   "--ServerApp.password=", f"--ServerApp.root_dir={tmp}"] + (["--allow-root"] if os.geteuid() == 0 else [])
+        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                for _ in range(60):
+                    try:
+                        page.goto(f"http://127.0.0.1:{port}/lab/tree/live.ipynb")
+                        break
+                    except Exception:  # the server is still starting
+                        time.sleep(1)
+                page.wait_for_selector(".jp-Notebook .jp-Cell .jp-InputArea-editor", timeout=120_000)
+                page.wait_for_function("() => /\\| Idle/.test(document.body.innerText)", timeout=120_000)  # the kernel
+                page.click(".jp-Notebook .jp-Cell .jp-InputArea-editor")
+                for _ in range(1 + len(figures)):
+                    page.keyboard.press("Shift+Enter")
+                try:
+                    page.wait_for_function(
+                        "() => document.querySelectorAll(\".dmm-explorer[data-host='live']\").length >= 3", timeout=int(os.environ.get("DMM_LAB_TIMEOUT_MS", "300000")))
+                except Exception:
+                    page.screenshot(path=os.path.join(tempfile.gettempdir(), "interactive-lab-failure.png"), full_page=True)
+                    raise
+                times = {}
+                for name in figures:
+                    live = f".dmm-explorer[data-host='live'][data-kind='{name}']"
+                    cell = page.locator(".jp-Notebook .jp-Cell").filter(has=page.locator(live))
+                    handles = cell.locator(".widget-hslider .noUi-handle")
+                    times[name] = []
+                    for h in range(handles.count()):
+                        for press in range(presses):
+                            before = page.locator(live).get_attribute("data-key")
+                            handles.nth(h).focus()
+                            start = time.perf_counter()
+                            page.keyboard.press("ArrowRight" if press % 2 == 0 else "ArrowLeft")
+                            try:
+                                page.wait_for_function(
+                                    "([selector, before]) => { const root = document.querySelector(selector); "
+                                    "return root !== null && root.getAttribute('data-key') !== before; }",
+                                    arg=[live, before], timeout=30_000)
+                                times[name].append(time.perf_counter() - start)
+                            except Exception:  # the key did not move the slider (e.g. at its end): not a move
+                                pass
+                browser.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    return times
+
+
+def row(name: str, times: list[float], cpu: list[float] | None = None) -> str:
+    text = f"{name:<48} {len(times):>5} {statistics.median(times):>9.3f} {max(times):>9.3f}"
+    return text + (f" {statistics.median(cpu):>9.3f} {max(cpu):>9.3f}" if cpu else "")
+
+
+def load() -> str:
+    return "load average " + ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,34 +309,41 @@ def main(argv: list[str] | None = None) -> int:
                         help="whose explorer grid to use (default cpu, the book's; its heavy setting is 400 x 50)")
     parser.add_argument("--quick", action="store_true", help="three values per control, no heavy sweep")
     parser.add_argument("--no-browser", action="store_true", help="skip the static-page timings")
+    parser.add_argument("--lab", action="store_true",
+                        help="also time key presses end to end in JupyterLab (starts a server and Chromium)")
     args = parser.parse_args(argv)
     per_control = 3 if args.quick else None
 
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPU cores, profile {args.profile}")
-    print(f"{'live (kernel: comm message -> redrawn figure)':<48} {'moves':>5} {'median s':>9} {'worst s':>9}")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPU cores, profile {args.profile}, {load()}")
+    print("live: wall time from the comm message to the redrawn figure; kernel CPU: its CPU time for the move")
+    print(f"{'live (kernel)':<48} {'moves':>5} {'median s':>9} {'worst s':>9} {'CPU med':>9} {'CPU worst':>9}")
     kernel = LiveKernel(kernel_env(args.profile))
     try:
         done = kernel.execute(FIGURES)
         if done["error"]:
             raise RuntimeError(done["error"])
         print(row("convergence, chapter's setting (40 x 5, 5 x 50)",
-                  live_times(kernel, "convergence", args.profile, None, per_control)), flush=True)
+                  *live_times(kernel, "convergence", args.profile, None, per_control)), flush=True)
         if not args.quick:
             grid = json.loads(kernel.execute(
                 "print(json.dumps({k: list(v) for k, v in by_profile(CONVERGENCE_EXPLORER, "
                 f"{args.profile!r}).items() if k in ('n_grad', 'n_proj')}}))")["stdout"])
             heavy = {"n_grad": len(grid["n_grad"]) - 1, "n_proj": len(grid["n_proj"]) - 1}
             label = f"convergence, heavy ({grid['n_grad'][-1]} x {grid['n_proj'][-1]})"
-            times = live_times(kernel, "convergence", args.profile, heavy, per_control)
-            print(row(label, times), flush=True)
+            print(row(label, *live_times(kernel, "convergence", args.profile, heavy, per_control)), flush=True)
         for figure in ("stepper", "gradient"):
-            print(row(figure, live_times(kernel, figure, args.profile, None, per_control)), flush=True)
+            print(row(figure, *live_times(kernel, figure, args.profile, None, per_control)), flush=True)
     finally:
         kernel.close()
     if not args.no_browser:
         print(f"{'static page (Chromium: input event -> redrawn)':<48} {'moves':>5} {'median s':>9} {'worst s':>9}")
         for figure in ("convergence", "stepper", "gradient"):
             print(row(figure, static_times(figure, args.profile, 1 if args.quick else 3)), flush=True)
+    if args.lab:
+        print(f"{'JupyterLab (key press -> redrawn figure)':<48} {'moves':>5} {'median s':>9} {'worst s':>9}")
+        for figure, times in lab_times(args.profile, 2 if args.quick else 4).items():
+            print(row(figure, times) if times else f"{figure:<48} no move redrew the figure", flush=True)
+    print(load())
     return 0
 
 

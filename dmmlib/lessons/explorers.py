@@ -14,6 +14,7 @@ pre-computed).
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import numpy as np
@@ -207,8 +208,9 @@ def gradient_description(cost: Tensor, true_proposal: Tensor, deltas: tuple[floa
         raise DMMInputError(f"gradient_explorer: deltas {deltas} must contain 0 (the unchanged cost)")
     n, m = cost.shape
     spread = max(abs(d) for d in deltas)
-    problem = {"cost": _rounded(cost), "true": true.tolist(), "lo": sig(cost.min().item() - spread),
-               "hi": sig(cost.max().item() + spread)}
+    # the cost colour scale covers every moved cost (rounded outwards, so no cell falls off it)
+    problem = {"cost": _rounded(cost), "true": true.tolist(), "lo": math.floor((cost.min().item() - spread) * 100) / 100,
+               "hi": math.ceil((cost.max().item() + spread) * 100) / 100}
     reference = deltas.index(0.0)
     with torch.no_grad():  # the default entry: row 0's strongest rival, the proposal Alg. 1 weighs most after the true one
         weights = dmm_match(cost)[0].clone()

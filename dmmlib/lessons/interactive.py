@@ -260,7 +260,8 @@ def explorer_markup(explorer: Explorer, payload: dict, host: str) -> str:
     root_id = new_dom_id("dmm-explorer")
     controls = _controls_html(explorer, root_id) if host == "static" else ""
     data = json.dumps(payload, separators=(",", ":"), allow_nan=False, ensure_ascii=False).replace("</", "<\\/")
-    return f"""<div class="dmm-explorer" id="{root_id}" data-kind="{explorer.kind}" data-host="{host}" role="group" aria-label="{html.escape(explorer.title)}">
+    # tex2jax_ignore / mathjax_ignore: the figure holds no TeX, so MathJax (in JupyterLab and in the book) skips it
+    return f"""<div class="dmm-explorer tex2jax_ignore mathjax_ignore" id="{root_id}" data-kind="{explorer.kind}" data-host="{host}" role="group" aria-label="{html.escape(explorer.title)}">
 <style>{static_asset("explorer.css")}</style>
 <div class="dmm-explorer-title">{html.escape(explorer.title)}</div>
 {controls}
@@ -318,7 +319,8 @@ class LiveExplorer(ipywidgets.VBox):
 
     The state goes, with the renderer, into an ``ipywidgets.Output`` as one HTML block that
     the static page's JavaScript draws. ``controls`` maps control names to widgets,
-    ``state`` is the state shown, ``seconds`` the kernel time of each update (compute and send).
+    ``state`` is the state shown, ``seconds`` the wall time of each update (compute and send)
+    and ``cpu_seconds`` the kernel's CPU time for it (what it costs on an otherwise idle machine).
     """
 
     def __init__(self, explorer: Explorer):
@@ -326,6 +328,7 @@ class LiveExplorer(ipywidgets.VBox):
         self.controls = {c.name: _widget(c) for c in explorer.controls}
         self.output = ipywidgets.Output()
         self.seconds: list[float] = []
+        self.cpu_seconds: list[float] = []
         self.state: dict | None = None
         self.markup = ""
         boxes = ipywidgets.Box(list(self.controls.values()),
@@ -353,7 +356,7 @@ class LiveExplorer(ipywidgets.VBox):
 
     def update(self) -> None:
         """Compute the state of the controls' setting and draw it."""
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         indices = self.indices()
         computed = self.explorer.run([indices])
         key = self.explorer.key(indices)
@@ -365,6 +368,7 @@ class LiveExplorer(ipywidgets.VBox):
             clear_output(wait=True)
             display(HTML(self.markup))
         self.seconds.append(time.perf_counter() - start)
+        self.cpu_seconds.append(time.process_time() - cpu_start)
 
 
 def show_explorer(explorer: Explorer, live: bool | None = None):
