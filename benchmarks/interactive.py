@@ -182,14 +182,16 @@ def live_times(kernel: LiveKernel, figure: str, profile: str, start: dict | None
 
 
 def static_times(figure: str, profile: str, repeats: int) -> list[float]:
-    """Time moves in the static page in headless Chromium: input event -> redrawn figure."""
+    """Time moves in the static page in headless Chromium: input event -> redrawn figure (and say the page's size)."""
     from playwright.sync_api import sync_playwright
 
     namespace: dict = {}
     exec(FIGURES, namespace)
     from dmmlib.lessons.interactive import static_figure
 
+    built = time.perf_counter()
     markup = static_figure(namespace["DESCRIPTIONS"][figure](profile))._repr_html_()
+    built = time.perf_counter() - built
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         page_file = Path(tmp) / "figure.html"
         page_file.write_text(f"<!doctype html><html><head><meta charset='utf-8'></head><body>{markup}</body></html>",
@@ -213,6 +215,7 @@ def static_times(figure: str, profile: str, repeats: int) -> list[float]:
           return times;
         }""", repeats)
         browser.close()
+    print(f"  ({figure}: static page of {len(markup.encode()) / 1e6:.2f} MB, pre-computed in {built:.1f} s)")
     return times
 
 

@@ -185,3 +185,16 @@ def test_the_gradient_explorer_starts_at_row_0s_strongest_rival(gradient):
     assert 0.0 in GRADIENT_DELTAS
     with pytest.raises(DMMInputError, match="must contain 0"):
         gradient_description(problem.cost[0], problem.true_proposal[0], deltas=(0.1, 0.2))
+
+
+def test_the_live_host_says_when_a_setting_cannot_be_computed():
+    def compute(settings):
+        if settings[0]["k"] == 2:
+            raise DMMInputError("k=2 is not allowed here")
+        return Computed([{"readout": []} for _ in settings])
+
+    live = LiveExplorer(Explorer(kind="stepper", title="t", controls=(control("k", "k", (1, 2)),), compute=compute))
+    assert "computed in the kernel" in live.status.value
+    with pytest.raises(DMMInputError):
+        live.set(k=2)
+    assert "could not compute" in live.status.value and "k=2 is not allowed" in live.status.value

@@ -333,7 +333,9 @@ class LiveExplorer(ipywidgets.VBox):
         self.markup = ""
         boxes = ipywidgets.Box(list(self.controls.values()),
                                layout=ipywidgets.Layout(display="flex", flex_flow="row wrap"))
-        super().__init__([boxes, self.output])
+        # says at once that a move is being computed (a slow setting takes a second), then how long it took
+        self.status = ipywidgets.HTML(layout=ipywidgets.Layout(min_height="1.4em"))
+        super().__init__([boxes, self.status, self.output])
         for widget in self.controls.values():
             widget.observe(self._changed, names="value")
         self.update()
@@ -357,8 +359,13 @@ class LiveExplorer(ipywidgets.VBox):
     def update(self) -> None:
         """Compute the state of the controls' setting and draw it."""
         start, cpu_start = time.perf_counter(), time.process_time()
+        self.status.value = "<i>computing in the kernel \u2026</i>"
         indices = self.indices()
-        computed = self.explorer.run([indices])
+        try:
+            computed = self.explorer.run([indices])
+        except Exception as error:  # say it where the reader looks, not only in the log
+            self.status.value = f"<b>could not compute this setting:</b> {html.escape(str(error))}"
+            raise
         key = self.explorer.key(indices)
         payload = {"spec": self.explorer.spec(), "tables": computed.tables, "states": {key: computed.states[0]},
                    "current": key}
@@ -369,6 +376,7 @@ class LiveExplorer(ipywidgets.VBox):
             display(HTML(self.markup))
         self.seconds.append(time.perf_counter() - start)
         self.cpu_seconds.append(time.process_time() - cpu_start)
+        self.status.value = f"<small>computed in the kernel in {self.seconds[-1]:.2f} s</small>"
 
 
 def show_explorer(explorer: Explorer, live: bool | None = None):
