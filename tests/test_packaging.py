@@ -84,10 +84,11 @@ def test_the_wheel_carries_the_configs_and_the_static_figures(tmp_path):
         archive.extractall(tmp_path / "site")
     for config in ("smoke", "cpu", "gpu", "davis2017", "youtube-vos"):
         assert f"dmmlib/configs/{config}.yaml" in names, config
-    for asset in ("explorer.js", "slider.js", "slider.css"):
+    for asset in ("explorer_kit.js", "explorer_host.js", "explorer_convergence.js", "explorer_stepper.js",
+                  "explorer_gradient.js", "explorer.css", "slider.js", "slider.css"):
         assert f"dmmlib/lessons/static/{asset}" in names, asset
     probe = ("import dmmlib.train_config as t, dmmlib.lessons.viz as v; "
-             "print(t.packaged_config('gpu')); print(len(v.static_asset('explorer.js')) > 0); "
+             "print(t.packaged_config('gpu')); print(len(v.static_asset('explorer_kit.js')) > 0); "
              "print(t.load_config(t.packaged_config('davis2017')).dataset)")
     env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(tmp_path / "site")
