@@ -1,6 +1,8 @@
 # The two commands of the README:
 #   make book   -- set everything up if needed, then build the book, executing every notebook (cpu profile)
 #   make test   -- set everything up if needed, then run pytest for dmmlib and nbval over book/ (smoke profile)
+# and one to read the book live:
+#   make lab    -- set everything up if needed, then open book/ in JupyterLab (its kernels read DMM_PROFILE)
 # Both are idempotent: a second run finds the stamps and skips straight to the work.
 
 PYTHON  ?= python3
@@ -14,7 +16,7 @@ PROFILE ?= cpu
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: book test setup assets browser clean-book check-profile
+.PHONY: book test lab setup assets browser clean-book check-profile
 
 setup: $(STAMP) $(ASSETS)
 
@@ -61,6 +63,10 @@ book: check-profile setup
 	  echo "$$hash" > _build/.library-hash
 	DMM_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going
 	@echo "book: _build/html/index.html ($(PROFILE) profile)"
+
+# JupyterLab on the book: the explorers run live, each move computed by the kernel (PROFILE=smoke|cpu|gpu).
+lab: check-profile setup
+	DMM_PROFILE=$(PROFILE) $(VENV)/bin/jupyter lab book/
 
 test: setup browser
 	DMM_PROFILE=smoke $(PY) -m pytest tests book --nbval-lax -p no:cacheprovider

@@ -89,12 +89,47 @@ def checkpoint_paths(run_dir: str | os.PathLike) -> list[Path]:
     return sorted(folder.glob("step_*.pt")) if folder.is_dir() else []
 
 
+def _readable_older(paths: list[Path]) -> tuple[Path, int] | None:
+    """The newest of ``paths`` (oldest first) that loads, with its step; None if none does."""
+    for path in reversed(paths):
+        try:
+            return path, int(load_training_checkpoint(path)["step"])
+        except (DMMInputError, KeyError, TypeError, ValueError):
+            continue
+    return None
+
+
+def newest_training_checkpoint(run_dir: str | os.PathLike) -> tuple[Path, dict] | None:
+    """``(path, state)`` of the run's newest checkpoint, None if it has none.
+
+    An unreadable newest checkpoint is a :class:`DMMInputError` that names the older one that
+    is still readable (if any) and how to resume from it; nothing is moved or deleted here.
+    """
+    paths = checkpoint_paths(run_dir)
+    if not paths:
+        return None
+    newest = paths[-1]
+    try:
+        return newest, load_training_checkpoint(newest)
+    except DMMInputError as error:
+        older = _readable_older(paths[:-1])
+        if older is None:
+            advice = "no older checkpoint of this run is readable; pass --force to start the run over"
+        else:
+            advice = (f"the older checkpoint {older[0]} (step {older[1]}) is readable: move {newest.name} out of "
+                      f"{newest.parent} (e.g. `mv {newest} {newest}.broken`) and run again with --resume to "
+                      f"continue from step {older[1]}")
+        raise DMMInputError(f"{error}; {advice}") from None
+
+
 def load_training_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Load a training checkpoint with ``weights_only=True``; a foreign or broken file is a DMMInputError."""
     path = Path(path)
     state = load_torch_file(path, "training checkpoint", map_location)
     if not isinstance(state, dict) or state.get("format") != TRAINING_CHECKPOINT_FORMAT:
         raise DMMInputError(f"checkpoint {path} is not a dmmlib training checkpoint (format {TRAINING_CHECKPOINT_FORMAT})")
+    if not isinstance(state.get("step"), int):
+        raise DMMInputError(f"training checkpoint {path} has no step number; it is not a complete dmmlib checkpoint")
     return state
 
 

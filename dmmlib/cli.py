@@ -12,8 +12,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
+
+from tqdm import tqdm
 
 from dmmlib.errors import DMMInputError
+from dmmlib.fileio import describe_os_error
 
 # name -> (module, one-line help). Add a line here to add a command.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -27,9 +31,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _program_name() -> str:
+    """`dmmlib` when started through the console script, `python -m dmmlib` otherwise (usage lines match what was typed)."""
+    return "dmmlib" if Path(sys.argv[0]).stem == "dmmlib" else "python -m dmmlib"
+
+
 def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m dmmlib",
+        prog=_program_name(),
         description="DMM-Net, the book: the dmmlib command line.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -53,8 +62,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._module.main(args) or 0)
     except DMMInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return _user_error(str(error))
+    except UnicodeDecodeError as error:  # a text input that is not UTF-8, where no reader named the file
+        return _user_error(f"an input file is not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8")
+    except OSError as error:  # read-only folder, no space left, a folder where a file belongs ...
+        return _user_error(describe_os_error(error))
+    except FloatingPointError as error:  # training diverged: raised with a message that says what to change
+        return _user_error(str(error))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _user_error(message: str) -> int:
+    """Print ``error: <message>`` on one line of stderr (no traceback) and give the exit status 2."""
+    for bar in list(getattr(tqdm, "_instances", ())):  # a progress bar left open would share the line
+        bar.close()
+    print("error: " + " ".join(line.strip() for line in message.splitlines() if line.strip()), file=sys.stderr)
+    return 2

@@ -110,3 +110,14 @@ def any_on_host(flags: torch.Tensor) -> bool:
     if isinstance(flags, FakeTensor):
         return False
     return bool(flags.any())
+
+
+def max_on_host(values: torch.Tensor, fake: float = 0.0) -> float:
+    """The largest element of ``values`` as a Python float (NaN / inf propagate): a device -> host read.
+
+    Like :func:`any_on_host`, the one named way to read a number back; under ``FakeTensorMode``
+    there is no value, and ``fake`` is returned.
+    """
+    if isinstance(values, FakeTensor):
+        return fake
+    return float(values.amax())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 
 import numpy
@@ -13,6 +14,13 @@ from dmmlib.device import pick_device
 from dmmlib.profiles import PROFILE_ENV_VAR, active_profile
 
 
+def _profile_line() -> str:
+    """The active profile and where it comes from: ``$DMM_PROFILE`` only when that is set."""
+    if os.environ.get(PROFILE_ENV_VAR, "").strip():
+        return f"{active_profile()} (from ${PROFILE_ENV_VAR})"
+    return f"{active_profile()} (the default; set ${PROFILE_ENV_VAR} to smoke, cpu or gpu to change it)"
+
+
 def describe() -> dict[str, str]:
     """The facts ``info`` prints, as a dict (also handy in notebooks)."""
     facts = {
@@ -21,7 +29,7 @@ def describe() -> dict[str, str]:
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "numpy": numpy.__version__,
-        "profile": f"{active_profile()} (from ${PROFILE_ENV_VAR})",
+        "profile": _profile_line(),
         "device": str(pick_device()),
         "torch threads": str(torch.get_num_threads()),
     }

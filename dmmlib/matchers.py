@@ -19,7 +19,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from dmmlib.errors import DMMInputError
-from dmmlib.matching import prepare_problem
+from dmmlib.problem import prepare_problem
 from dmmlib.projections import check_iterations, check_positive
 
 

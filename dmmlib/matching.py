@@ -32,12 +32,12 @@ from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from dmmlib.device import any_on_host
 from dmmlib.errors import DMMInputError
+from dmmlib.problem import MatchingProblem, check_step, prepare_problem
 from dmmlib.projections import (
     Layout,
     check_iterations,
     check_matrix,
     check_positive,
-    make_layout,
     violation_with_layout,
 )
 
@@ -45,76 +45,6 @@ PAPER_SETTINGS = {"n_grad": 40, "n_proj": 5, "lr": 0.1}  # Sec. 4.1
 RELEASE_SETTINGS = {"n_grad": 400, "n_proj": 50, "lr": 0.1}  # the authors' code (see the book's chapter 11)
 RELEASE_TOL = 1e-6
 VARIANTS = ("paper", "release")
-
-
-# ----------------------------------------------------------------------------- input checks
-
-
-@dataclass
-class MatchingProblem:
-    """A checked cost matrix, batched and padded, as every matcher solves it."""
-
-    cost: Tensor  # [B, n, m'] padded entries 0; m' = m + n when "no proposal" columns were added
-    layout: Layout
-    batched: bool
-    n_real_columns: int  # m: the caller's columns; the rest are "no proposal" dummies
-
-    def output(self, X: Tensor) -> Tensor:
-        X = X[..., : self.n_real_columns]
-        return X if self.batched else X.squeeze(0)
-
-
-def prepare_problem(cost, template_mask, proposal_mask, no_proposal_cost) -> MatchingProblem:
-    """Check ``cost`` [B, n, m] or [n, m] and its masks; add "no proposal" columns if asked.
-
-    Raises :class:`DMMInputError` for a bad shape, dtype or mask, NaN/inf costs, or
-    n > m without ``no_proposal_cost`` (Eq. 3 is then infeasible).
-    """
-    cost = check_matrix(cost, "cost")
-    if cost.ndim not in (2, 3):
-        raise DMMInputError(f"cost has shape {list(cost.shape)}; expected [n, m] or [B, n, m]")
-    batched = cost.ndim == 3
-    # masks are checked against the caller's shape, before the batch dimension is added
-    make_layout(cost.shape, template_mask, proposal_mask, cost.dtype, cost.device)
-    if not batched:
-        cost = cost.unsqueeze(0)
-        template_mask = None if template_mask is None else template_mask.unsqueeze(0)
-        proposal_mask = None if proposal_mask is None else proposal_mask.unsqueeze(0)
-    B, n, m = cost.shape
-    device = cost.device
-    rows = torch.ones(B, n, dtype=torch.bool, device=device) if template_mask is None else template_mask.to(device)
-    cols = torch.ones(B, m, dtype=torch.bool, device=device) if proposal_mask is None else proposal_mask.to(device)
-    valid = rows.unsqueeze(-1) & cols.unsqueeze(-2)
-    bad = valid & ~torch.isfinite(cost.detach())
-    if any_on_host(bad):
-        where = [int(i) for i in bad.nonzero()[0]]
-        raise DMMInputError(f"cost has {int(bad.sum())} NaN or infinite entries (first at index "
-                            f"{where if batched else where[1:]}); expected finite costs")
-    if template_mask is not None or proposal_mask is not None:
-        # padded entries may hold anything (inf, NaN); they must not reach any sum
-        cost = torch.where(valid, cost, torch.zeros((), dtype=cost.dtype, device=device))
-
-    n_valid, m_valid = rows.sum(-1), cols.sum(-1)
-    if no_proposal_cost is None:
-        if any_on_host(n_valid > m_valid):
-            b = int((n_valid > m_valid).nonzero()[0])
-            which = f" (problem {b} of the batch)" if batched else ""
-            raise DMMInputError(
-                f"cost{which} has n={int(n_valid[b])} templates but only m={int(m_valid[b])} proposals: "
-                f"every template row must sum to 1 while every proposal column sums to at most 1, "
-                f"which is impossible when n > m; pass no_proposal_cost=<cost of leaving a template "
-                f"unmatched> to add 'no proposal' columns")
-    else:
-        if isinstance(no_proposal_cost, bool) or not isinstance(no_proposal_cost, numbers.Real) \
-                or not math.isfinite(no_proposal_cost):
-            raise DMMInputError(f"no_proposal_cost={no_proposal_cost!r}; expected a finite number")
-        # n dummy columns: enough for every template to be unmatched at once
-        dummy = torch.full((B, n, n), float(no_proposal_cost), dtype=cost.dtype, device=device)
-        cost = torch.cat([cost, dummy * rows.unsqueeze(-1).to(cost.dtype)], dim=-1)
-        if proposal_mask is not None:
-            proposal_mask = torch.cat([proposal_mask.to(device), torch.ones(B, n, dtype=torch.bool, device=device)], -1)
-    layout = make_layout(cost.shape, template_mask, proposal_mask, cost.dtype, device)
-    return MatchingProblem(cost, layout, batched, m)
 
 
 # ----------------------------------------------------------------------------- Alg. 1
@@ -291,8 +221,11 @@ def dmm_match(cost: Tensor, *, n_grad: int | None = None, n_proj: int | None = N
         cost: C [B, n, m] or [n, m], templates by proposals, float32/float64, any device.
         n_grad, n_proj: outer (gradient) and inner (projection) iterations. Defaults: 40 and 5
             for ``variant="paper"`` (Sec. 4.1); 400 and 50 for ``variant="release"``.
-        lr: the step size alpha (default 0.1, Sec. 4.1). Theorem 1 asks alpha < r0/||C||_F.
-        init: X^0 [like cost]. ``None`` means X^0 = 0 (the paper allows zeros or any point).
+        lr: the step size alpha (default 0.1, Sec. 4.1). Theorem 1 asks alpha < r0/||C||_F; accepted:
+            0 < alpha with alpha * max|C_ij| <= :data:`MAX_STEP`. X^ is feasible only up to an error
+            proportional to that step (N_proj Dykstra rounds stop short of the exact projection).
+        init: X^0 [like cost], finite, entries in [-10, 10]. ``None`` means X^0 = 0 (the paper
+            allows zeros or any point).
             Not accepted by ``variant="release"``, which starts from its greedy one-hot matrix.
         template_mask, proposal_mask: bool [B, n] / [B, m] ([n] / [m] unbatched); False marks
             padding. Padded rows/columns never enter a sum and are exactly 0 in the output; the
@@ -325,15 +258,17 @@ def dmm_match(cost: Tensor, *, n_grad: int | None = None, n_proj: int | None = N
 
     Raises:
         DMMInputError: n > m without ``no_proposal_cost``, NaN/inf costs, bad shapes or masks,
-            non-float dtype, lr <= 0, n_grad or n_proj < 1, unknown variant.
+            non-float dtype, lr <= 0 or lr * max|C| > MAX_STEP (10), an init that is not finite or
+            has entries beyond [-10, 10], n_grad or n_proj < 1, unknown variant.
     """
     if variant not in VARIANTS:
         raise DMMInputError(f"variant={variant!r}; expected one of {VARIANTS}")
     settings = PAPER_SETTINGS if variant == "paper" else RELEASE_SETTINGS
     n_grad = check_iterations(settings["n_grad"] if n_grad is None else n_grad, "n_grad")
     n_proj = check_iterations(settings["n_proj"] if n_proj is None else n_proj, "n_proj")
-    lr = check_positive(lr, "lr")
+    check_positive(lr, "lr")
     problem = prepare_problem(cost, template_mask, proposal_mask, no_proposal_cost)
+    lr = check_step(lr, problem, init)
     if variant == "release":
         if init is not None:
             raise DMMInputError("init is not used by variant='release', which starts from its greedy one-hot "

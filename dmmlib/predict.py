@@ -15,7 +15,9 @@ and :func:`predict_videos` tracks every plan with :func:`dmmlib.tracking.track`
   submission layout is ``<out>/Annotations/<video>/`` (see :func:`results_folder`);
 * SegTrack v2 (:func:`plan_segtrack`): every object from its first non-empty mask.
 
-Every destination is checked before the first video is tracked.
+Every destination is checked before the first video is tracked; each video's PNGs are
+written into a hidden folder beside its result folder and moved in when the video is
+complete, so a failure mid-video leaves nothing of that video.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from dmmlib.data.sequence import VOSSequence
 from dmmlib.data.youtube_vos import YouTubeVOSDataset
 from dmmlib.device import check_amp, pick_device
 from dmmlib.errors import DMMInputError
-from dmmlib.fileio import refuse_overwrite
+from dmmlib.fileio import check_apart, plain_name, refuse_overwrite, staged_folder
 from dmmlib.model import DMMNet
 from dmmlib.online import OnlineOptions, online_finetune
 from dmmlib.proposals.sources import ProposalSource
@@ -54,6 +56,9 @@ class VideoPlan:
     first_mask: np.ndarray  # uint8 [H, W]: the objects whose template is frame 0
     later_masks: dict[int, np.ndarray]  # frame index -> uint8 [H, W] of the objects starting there
     write_names: list[str] | None = None  # frame stems to write (None: all)
+
+    def __post_init__(self) -> None:
+        plain_name(self.name, "video name")  # it names the video's result folder
 
     @property
     def frame_names(self) -> list[str]:
@@ -77,6 +82,7 @@ class PredictOptions:
         if isinstance(self.online_steps, bool) or not isinstance(self.online_steps, int) or self.online_steps < 0:
             raise DMMInputError(f"online_steps={self.online_steps!r}; expected an integer >= 0")
         check_amp(self.amp, "amp")
+        self.size = TrackOptions(size=self.size).size  # checked now, not when the first video starts
 
 
 def first_template(plan: VideoPlan) -> tuple[int, np.ndarray]:
@@ -105,6 +111,7 @@ def _chosen(names: list[str], wanted: list[str] | None, where: str) -> list[str]
     if wanted is None:
         return names
     for name in wanted:
+        plain_name(name, "sequence")
         if name not in names:
             raise DMMInputError(f"sequence {name!r} is not in {where}; expected one of {', '.join(names[:8])}"
                                 f"{' ...' if len(names) > 8 else ''}")
@@ -159,9 +166,14 @@ def results_folder(dataset: str, out_dir: str | os.PathLike) -> Path:
 
 
 def check_outputs(plans: list[VideoPlan], out_dir: str | os.PathLike, force: bool = False) -> None:
-    """Refuse before anything runs if a video's result folder already holds PNGs (unless ``force``)."""
+    """Refuse before anything runs if ``out_dir`` is, lies inside or contains a video's frame folder,
+    or if a video's result folder already holds PNGs (unless ``force``)."""
     for plan in plans:
+        if plan.frame_paths:
+            check_apart(out_dir, "output folder", {f"the frame folder of video {plan.name!r}": plan.frame_paths[0].parent})
         folder = Path(out_dir) / plan.name
+        if os.path.lexists(folder) and not folder.is_dir():
+            raise DMMInputError(f"output {folder} (the results of video {plan.name!r}) is a file; expected a folder")
         if folder.is_dir() and any(folder.glob("*.png")):
             refuse_overwrite(folder, force, what="output folder (with PNGs)")
 
@@ -202,5 +214,6 @@ def predict_videos(plans: list[VideoPlan], out_dir: str | os.PathLike, model: DM
                                      amp=options.amp)
         labels = track(plan.frame_paths, plan.first_mask, video_model, proposals_for(plan.name),
                        plan.later_masks, track_options)
-        write_labels(labels, Path(out_dir) / plan.name, plan.frame_names, plan.write_names)
+        with staged_folder(Path(out_dir) / plan.name) as staging:  # all of the video's PNGs, or none
+            write_labels(labels, staging, plan.frame_names, plan.write_names)
     return [plan.name for plan in plans]

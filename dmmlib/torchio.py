@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -10,16 +12,32 @@ import torch
 from dmmlib.errors import DMMInputError
 
 
+def _reason(error: Exception) -> str:
+    """Why torch could not read a file, in our words: torch's advice to lift the safety check is never repeated."""
+    text = str(error)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"holds Python objects ({found.group(1)}) beyond tensors and plain data, which dmmlib never loads "
+                "because loading them could run code; use a file written by dmmlib or a plain state dict")
+    if isinstance(error, pickle.UnpicklingError) or "weights_only" in text:
+        return ("is not a readable torch file: it is corrupt, truncated, or not written by torch.save "
+                "(dmmlib reads only tensors and plain data from it)")
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return f"is not a readable torch file (corrupt or truncated?): {first}"
+
+
 def load_torch_file(path: str | os.PathLike, what: str, map_location="cpu"):
     """``torch.load(path, weights_only=True)`` with clear errors naming ``what`` and the file.
 
-    A missing file, or one torch cannot read (truncated, corrupt, foreign, or holding
+    A missing file, a folder, or one torch cannot read (truncated, corrupt, foreign, or holding
     objects that ``weights_only`` refuses), raises :class:`DMMInputError`.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DMMInputError(f"{what} {path} is a folder; expected a file")
     if not path.is_file():
         raise DMMInputError(f"{what} {path} does not exist")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
-        raise DMMInputError(f"{what} {path} is not a readable torch file (corrupt or truncated?): {error}") from None
+        raise DMMInputError(f"{what} {path} {_reason(error)}") from None

@@ -9,7 +9,10 @@ with the length of the video.
 * :func:`track_steps` yields a :class:`TrackStep` per frame: the label mask and the
   model's tensors of that step (cost, X^, X~, matched masks ...), for anyone who
   wants to look inside (Table 4's diagnostics are computed from them);
-* :func:`track` yields the label masks alone.
+* :func:`track` yields the label masks alone;
+* :func:`open_video` checks a video and its masks without any model (a command calls it
+  first, so bad input is reported before the slow model building), :func:`video_steps`
+  then tracks the :class:`VideoInput` it returns.
 
 Conventions (documented choices):
 
@@ -32,6 +35,7 @@ Conventions (documented choices):
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from dataclasses import dataclass
@@ -44,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from dmmlib.data.images import iter_frames, read_ahead
+from dmmlib.data.images import frame_file, iter_frames, read_ahead
 from dmmlib.data.masks import VOID_LABEL, as_label_mask, object_ids
 from dmmlib.device import autocast, check_amp, pick_device, speed_settings
 from dmmlib.errors import DMMInputError
@@ -70,6 +74,31 @@ class TrackOptions:
 
     def __post_init__(self) -> None:
         check_amp(self.amp, "TrackOptions.amp")
+        if self.size is not None:
+            try:
+                size = tuple(int(v) for v in self.size)
+            except (TypeError, ValueError):
+                size = ()
+            if len(size) != 2 or min(size) < 16:
+                raise DMMInputError(f"size={self.size!r}; expected (height, width), each at least 16 pixels")
+            self.size = size
+
+
+@dataclass
+class VideoInput:
+    """A checked video (:func:`open_video`): frame 0's label mask ``[H, W]``, later templates, the frame stream.
+
+    ``frames`` yields uint8 RGB ``[H, W, 3]`` from the first frame on; ``names`` are the frame
+    names when read from files; ``source`` is what the user passed (files are named in errors).
+    """
+
+    mask: np.ndarray
+    later: dict[int, np.ndarray]
+    frames: Iterator[np.ndarray]
+    total: int | None
+    names: list[str] | None
+    sequence: str
+    source: object
 
 
 @dataclass
@@ -238,70 +267,98 @@ def _default_proposals() -> ProposalNet:
     return ProposalNet()
 
 
-def track_steps(frames, first_frame_masks, model: DMMNet | None = None, proposals=None,
-                later_masks: Mapping[int, object] | None = None,
-                options: TrackOptions | None = None) -> Iterator[TrackStep]:
-    """Track the objects of ``first_frame_masks`` through ``frames``; yield one :class:`TrackStep` per frame.
+def open_video(frames, first_frame_masks, later_masks: Mapping[int, object] | None = None,
+               sequence: str | None = None, mask_name: str = "first_frame_masks") -> VideoInput:
+    """Check a video and its masks and read its first two frames; no model is needed.
 
     frames: a folder of images, a video file, or an iterable (a generator is fine) of
     uint8 RGB [H, W, 3] arrays, float [3, H, W] tensors or image paths.
-    first_frame_masks: label mask [H, W] (0 background, 1..254 objects, 255 void) or a PNG path.
-    model: a :class:`dmmlib.model.DMMNet` (default: an untrained one, with a warning; it is
-    moved to the device). proposals: a proposal source, a ProposalCache, a ProposalNet or a
-    list (:func:`dmmlib.proposals.sources.as_source`); default: an untrained ProposalNet (warning).
+    first_frame_masks: label mask [H, W] (0 background, 1..254 objects, 255 void) or a PNG
+    path; ``mask_name`` names it in errors (``"--mask"`` on the command line).
     later_masks: ``{frame index >= 1: label mask [H, W] or PNG path}`` giving objects that
     enter after the first frame (the first mask may then be empty).
+    sequence: the video's name (a proposal cache's key; default: the frames folder's or file's name).
 
-    The inputs are checked now (first mask empty or of another size than the frames, fewer
-    than two frames, a folder without images: :class:`DMMInputError`); the returned iterator
-    then runs one model step per frame under ``torch.no_grad()``.
+    Raises :class:`DMMInputError` for a first mask without objects or of another size than the
+    frames, fewer than two frames, or a folder without images.
     """
-    options = TrackOptions() if options is None else options
-    mask = as_label_mask(first_frame_masks, "first_frame_masks")
+    mask = as_label_mask(first_frame_masks, mask_name)
     later = _read_later_masks(later_masks, mask.shape)
     if not object_ids(mask) and not any(object_ids(m) for m in later.values()):
-        raise DMMInputError("first_frame_masks holds no object (only background 0 / void 255); expected at least one object id")
+        raise DMMInputError(f"{mask_name} holds no object (only background 0 / void 255); expected at least one object id")
     frame_iter, total, names = iter_frames(frames)
     first, second = next(frame_iter, None), next(frame_iter, None)
     if first is None:
         raise DMMInputError("frames is empty; expected a video of at least two frames")
     if first.shape[:2] != mask.shape:
+        path = frame_file(frames, 0)
         raise DMMInputError(
-            f"first_frame_masks has size {mask.shape[0]}x{mask.shape[1]} but the first frame is "
-            f"{first.shape[0]}x{first.shape[1]}; expected the mask of the first frame, at its size"
+            f"{mask_name} has size {mask.shape[0]}x{mask.shape[1]} but the first frame{'' if path is None else f' {path}'}"
+            f" is {first.shape[0]}x{first.shape[1]}; expected the mask of the first frame, at its size"
         )
     if second is None:
         raise DMMInputError("frames holds a single frame; tracking needs at least two (the first one's mask is given)")
-    size = options.size
-    if size is not None:
-        size = tuple(int(v) for v in size)
-        if len(size) != 2 or min(size) < 16:
-            raise DMMInputError(f"size={size!r}; expected (height, width), each at least 16 pixels")
+    if sequence is None:
+        sequence = Path(frames).stem if isinstance(frames, (str, os.PathLike)) else "video"
+    return VideoInput(mask, later, chain([first, second], frame_iter), total, names, sequence, frames)
+
+
+def _where(frames, index: int, name: str) -> str:
+    """Frame ``index`` in words: its file when it was read from one, else its index and name."""
+    path = frame_file(frames, index)
+    return f"{index} ({name})" if path is None else str(path)
+
+
+def video_steps(video: VideoInput, model: DMMNet | None = None, proposals=None,
+                options: TrackOptions | None = None) -> Iterator[TrackStep]:
+    """Track a :class:`VideoInput`; yield one :class:`TrackStep` per frame (see :func:`track_steps`)."""
+    options = TrackOptions() if options is None else options
     device = pick_device(options.device)
     speed_settings(device)
     model = (_default_model() if model is None else model).to(device).eval()
     proposals = _default_proposals() if proposals is None else proposals
     if isinstance(proposals, ProposalNet):
         proposals.to(device).eval()
-    source = as_source(proposals)
-    sequence = options.sequence
-    if sequence is None:
-        sequence = Path(frames).stem if isinstance(frames, (str, os.PathLike)) else "video"
-    tracker = Tracker(model, source, sequence, mask.shape, device, size, options.amp)
-    stream = chain([first, second], read_ahead(frame_iter, options.read_ahead))
-    return _loop(tracker, mask, stream, names, later, options.progress, total)
+    tracker = Tracker(model, as_source(proposals), options.sequence or video.sequence, video.mask.shape, device,
+                      options.size, options.amp)
+    video = dataclasses.replace(video, frames=read_ahead(video.frames, options.read_ahead))
+    return _loop(tracker, video, options.progress)
 
 
-def _loop(tracker: Tracker, mask: np.ndarray, frames, names, later, progress: bool, total) -> Iterator[TrackStep]:
+def track_steps(frames, first_frame_masks, model: DMMNet | None = None, proposals=None,
+                later_masks: Mapping[int, object] | None = None,
+                options: TrackOptions | None = None) -> Iterator[TrackStep]:
+    """Track the objects of ``first_frame_masks`` through ``frames``; yield one :class:`TrackStep` per frame.
+
+    frames, first_frame_masks, later_masks: see :func:`open_video`.
+    model: a :class:`dmmlib.model.DMMNet` (default: an untrained one, with a warning; it is
+    moved to the device). proposals: a proposal source, a ProposalCache, a ProposalNet or a
+    list (:func:`dmmlib.proposals.sources.as_source`); default: an untrained ProposalNet (warning).
+
+    The inputs are checked now (:func:`open_video`); the returned iterator then runs one
+    model step per frame under ``torch.no_grad()``. A frame that cannot be read, or whose
+    size differs from the first one's, stops it with a :class:`DMMInputError` naming the file.
+    """
+    options = TrackOptions() if options is None else options
+    video = open_video(frames, first_frame_masks, later_masks, options.sequence)
+    return video_steps(video, model, proposals, options)
+
+
+def _loop(tracker: Tracker, video: VideoInput, progress: bool) -> Iterator[TrackStep]:
     # no_grad wraps each step, not this generator: a generator left suspended (a consumer that
     # stops early) must not leave gradients switched off for the rest of the program
-    with tqdm(total=total, disable=not progress, unit="frame", desc="track") as bar:
-        for index, frame in enumerate(frames):
-            name = names[index] if names is not None else f"{index:05d}"
+    with tqdm(total=video.total, disable=not progress, unit="frame", desc="track") as bar:
+        for index, frame in enumerate(video.frames):
+            name = video.names[index] if video.names is not None else f"{index:05d}"
             if index == 0:
-                yield tracker.start(frame, mask, name)
+                yield tracker.start(frame, video.mask, name)
             else:
-                yield tracker.step(index, frame, name, later.get(index))
+                if frame.shape[:2] != video.mask.shape:
+                    raise DMMInputError(
+                        f"frame {_where(video.source, index, name)} of {tracker.sequence} is "
+                        f"{frame.shape[0]}x{frame.shape[1]}; expected {video.mask.shape[0]}x{video.mask.shape[1]} "
+                        "like the first frame")
+                yield tracker.step(index, frame, name, video.later.get(index))
             bar.update(1)
 
 

@@ -21,6 +21,7 @@ import yaml
 
 from dmmlib.device import AMP_DTYPES
 from dmmlib.errors import DMMInputError
+from dmmlib.fileio import read_text_file
 from dmmlib.losses import DEFAULT_LOSS, LOSSES
 from dmmlib.profiles import PROFILES, by_profile
 from dmmlib.proposals.net import WEIGHT_KINDS, proposal_weights_kind
@@ -187,10 +188,9 @@ def apply_overrides(values: dict, overrides: Sequence[str], source: str = "--set
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> TrainConfig:
     """Read a YAML training config, apply ``--set`` overrides, validate; errors name the file."""
     path = Path(path)
-    if not path.is_file():
-        raise DMMInputError(f"config file {path} does not exist")
+    text = read_text_file(path, "config file")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        values = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
         raise DMMInputError(f"config file {path} is not valid YAML: {error}") from None
     if not isinstance(values, dict):

@@ -45,7 +45,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,12 +58,9 @@ from tqdm.auto import tqdm
 
 from dmmlib import distributed
 from dmmlib.checkpoints import (
-    TRAINING_CHECKPOINT_DIR,
     TRAINING_CHECKPOINT_FORMAT,
     capture_rng,
-    checkpoint_paths,
     load_checkpoint,
-    load_training_checkpoint,
     restore_rng,
     save_checkpoint,
     save_training_checkpoint,
@@ -73,9 +69,16 @@ from dmmlib.data.clips import AXIS_ALIGNED, AffineAugment, ClipDataset, ClipSamp
 from dmmlib.data.davis import DavisDataset
 from dmmlib.data.generate import ensure_synthetic
 from dmmlib.data.youtube_vos import YouTubeVOSDataset
-from dmmlib.device import any_on_host, autocast, frames_to_device, pick_device, speed_settings, to_device
+from dmmlib.device import (
+    any_on_host,
+    autocast,
+    frames_to_device,
+    pick_device,
+    speed_settings,
+    to_device,
+)
 from dmmlib.errors import DMMInputError
-from dmmlib.fileio import atomic_write_text
+from dmmlib.fileio import SetAside, atomic_write_text, make_folders
 from dmmlib.model import DMMNet, default_config
 from dmmlib.proposals.cache import ProposalCache
 from dmmlib.proposals.net import ProposalNet
@@ -85,11 +88,13 @@ from dmmlib.proposals.sources import (
     network_source,
     oracle_source,
 )
-from dmmlib.train_config import RESUMABLE_CHANGES, TrainConfig, check_run_inputs, load_config
+from dmmlib.run_folder import LOG_NAME, RUN_ENTRIES, RunFiles, read_log, resume_point
+from dmmlib.train_config import (
+    TrainConfig,
+    check_run_inputs,
+    load_config,
+)
 from dmmlib.unrolled import UnrolledClip, clip_loader, clip_proposals
-
-LOG_NAME = "train_log.jsonl"
-
 
 # ----------------------------------------------------------------------------------------------
 # Building the pieces: model, data, proposals, optimiser
@@ -129,9 +134,14 @@ def pretrained_prefixes(cfg: TrainConfig) -> tuple[str, ...]:
 
 def build_dataset(cfg: TrainConfig) -> ClipDataset:
     """The clip dataset of ``cfg``: item ``i`` is a clip of ``unroll + 1`` frames, fixed by the seed and ``i``."""
-    if cfg.dataset == "synthetic":
-        root = ensure_synthetic(root=cfg.data, profile=cfg.profile, seed=0, progress=False)
-        sequences = DavisDataset(root, cfg.split)
+    if cfg.dataset == "synthetic" and cfg.data is None:
+        sequences = DavisDataset(ensure_synthetic(profile=cfg.profile, seed=0, progress=False), cfg.split)
+    elif cfg.dataset == "synthetic":
+        # a folder the user named is used as it is (a `data synth --seed 7` benchmark stays seed 7), never regenerated
+        if not Path(cfg.data).is_dir():
+            raise DMMInputError(f"data folder {cfg.data} (config key `data` / --data) does not exist; make a "
+                                f"benchmark there with `python -m dmmlib data synth --out {cfg.data}`")
+        sequences = DavisDataset(cfg.data, cfg.split)
     elif cfg.data is None:
         raise DMMInputError(f"dataset={cfg.dataset!r} needs a data root: set `data:` in the config or pass --data ROOT")
     elif cfg.dataset == "davis":
@@ -183,19 +193,6 @@ def parameter_groups(model: nn.Module, lr_pretrained: float, lr_random: float, w
 
 
 # ----------------------------------------------------------------------------------------------
-# The log
-# ----------------------------------------------------------------------------------------------
-
-
-def read_log(run_dir: str | os.PathLike) -> list[dict]:
-    """The JSON-lines training log of a run as a list of dicts (empty if there is none yet)."""
-    path = Path(run_dir) / LOG_NAME
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-# ----------------------------------------------------------------------------------------------
 # The run folder
 # ----------------------------------------------------------------------------------------------
 
@@ -209,41 +206,6 @@ class TrainResult:
     step: int
     log: list[dict]
     config: TrainConfig
-
-
-def _prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> dict | None:
-    """Check the run folder; return the checkpoint to resume from (or None)."""
-    if resume:
-        found = checkpoint_paths(run_dir)
-        if found:
-            return load_training_checkpoint(found[-1])
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if resume:
-            raise DMMInputError(f"run folder {run_dir} holds no checkpoint to resume from; pass --force to start over")
-        if not force:
-            raise DMMInputError(
-                f"run folder {run_dir} already exists; refusing to write into it (pass --resume to continue it "
-                f"or --force to start over)"
-            )
-    return None
-
-
-def _clear_run_dir(run_dir: Path) -> None:
-    """Remove what an earlier run wrote (only our own files) before a --force restart."""
-    shutil.rmtree(run_dir / TRAINING_CHECKPOINT_DIR, ignore_errors=True)
-    for name in (LOG_NAME, "config.yaml", "model.pt"):
-        (run_dir / name).unlink(missing_ok=True)
-
-
-def _check_resume_config(cfg: TrainConfig, saved: dict, run_dir: Path) -> None:
-    now = cfg.to_dict()
-    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and now[k] != saved.get(k))
-    if changed:
-        details = "; ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
-        raise DMMInputError(
-            f"run folder {run_dir}: the config differs from the checkpoint's in keys that change the "
-            f"training ({details}); only {', '.join(sorted(RESUMABLE_CHANGES))} may change on --resume"
-        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -296,20 +258,23 @@ def _schedule(cfg: TrainConfig, n_clips: int) -> tuple[int, int]:
     return steps_per_epoch, total if cfg.max_steps is None else min(total, cfg.max_steps)
 
 
-def _start_files(run: _Run, resumed: bool, force: bool) -> None:
-    """A new run writes its config.yaml; a resumed one drops log records written after its checkpoint."""
+def _start_files(run: _Run, resumed: bool, force: bool) -> RunFiles:
+    """A new run writes its config.yaml (an earlier run's files set aside with --force); a resumed one drops
+    log records written after its checkpoint."""
+    files = RunFiles(run.run_dir, fresh=not resumed and run.world.is_main)  # only rank 0 writes, or undoes
     if not run.world.is_main:
-        return
-    run.run_dir.mkdir(parents=True, exist_ok=True)
+        return files
     if not resumed:
         if force:
-            _clear_run_dir(run.run_dir)
+            files.previous = SetAside(run.run_dir / name for name in RUN_ENTRIES)
+        files.created = make_folders(run.run_dir)
         atomic_write_text(run.run_dir / "config.yaml", yaml.safe_dump(run.cfg.to_dict(), sort_keys=False))
-        return
+        return files
     logged = read_log(run.run_dir)  # an interrupted run may have logged past its last checkpoint
     kept = [r for r in logged if r["step"] <= run.step]
     if len(kept) < len(logged):
         atomic_write_text(run.run_dir / LOG_NAME, "".join(json.dumps(r) + "\n" for r in kept))
+    return files
 
 
 def _save(run: _Run, final: bool = False) -> None:
@@ -397,8 +362,14 @@ def _log(run: _Run, epoch: int, loss: torch.Tensor, stats: dict) -> dict:
 
 def _loop(run: _Run, progress: bool) -> None:
     """Train from ``run.step`` to ``run.total_steps``, logging and checkpointing as configured."""
+    with tqdm(total=run.total_steps, initial=run.step, desc="train",
+              disable=not (progress and run.world.is_main)) as bar:
+        _steps(run, bar)
+
+
+def _steps(run: _Run, bar) -> None:
+    """The steps of :func:`_loop`, shown on ``bar``."""
     cfg = run.cfg
-    bar = tqdm(total=run.total_steps, initial=run.step, desc="train", disable=not (progress and run.world.is_main))
     run.checked, run.clock = run.step, (run.step, time.perf_counter())
     for keys, batch, proposals in _loader(run):
         epoch = keys[0][0]
@@ -411,7 +382,6 @@ def _loop(run: _Run, progress: bool) -> None:
             _check_finite(run)  # never write a checkpoint of a diverged model
             _save(run)
     _check_finite(run)
-    bar.close()
 
 
 def train(
@@ -442,9 +412,7 @@ def train(
     if device.type == "cuda" and world.distributed:
         device = torch.device("cuda", world.local_rank)
     speed_settings(device)
-    checkpoint = _prepare_run_dir(run_dir, resume, force)  # every rank checks: none may hang on a refusal
-    if checkpoint is not None:
-        _check_resume_config(cfg, checkpoint["config"], run_dir)
+    checkpoint = resume_point(cfg, run_dir, resume, force, progress and world.is_main)
     world = distributed.setup(device, world)
     try:
         random.seed(cfg.seed)
@@ -463,9 +431,14 @@ def train(
                 unrolled, device_ids=None, find_unused_parameters=cfg.ddp_find_unused_parameters)
         run = _Run(cfg, run_dir, world, device, model, optimizer, unrolled, dataset, source, step,
                    steps_per_epoch, total_steps, on_log, _scaler(cfg, device, checkpoint))
-        _start_files(run, checkpoint is not None, force)
-        _loop(run, progress)
-        _finish(run, checkpoint)
+        files = _start_files(run, checkpoint is not None, force)
+        try:
+            _loop(run, progress)
+            _finish(run, checkpoint)
+        except BaseException:
+            files.failed()
+            raise
+        files.succeeded()
     finally:
         distributed.teardown(world)
     return TrainResult(model=model.eval(), run_dir=run_dir, step=run.step,

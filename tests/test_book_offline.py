@@ -1,15 +1,16 @@
 """The rendered book reads offline: maths, figures and widgets with no network at all.
 
-A one-chapter subset of the book (book/00_how_to_use plus a small widget page) is built in the
-smoke profile into the pytest tmp dir -- never into ``_build``, whose cache belongs to the cpu
-profile. Then
+A one-chapter subset of the book (book/00_how_to_use plus a small page with a saved widget and a
+static explorer) is built in the smoke profile into the pytest tmp dir -- never into ``_build``,
+whose cache belongs to the cpu profile. Then
 
 * every built HTML page is scanned for scripts, stylesheets, images, fonts or frames that point
   at another host (plain hyperlinks ``<a href>`` are fine);
 * headless Chromium (Debian's ``/usr/bin/chromium`` driven by playwright) opens the pages from a
   local web server with every non-local request blocked and recorded, and checks that MathJax
-  typeset the equations, that the static slider changes frame, and that the ipywidgets embed
-  manager rendered a widget from the saved state.
+  typeset the equations, that the static slider changes frame, that the ipywidgets embed
+  manager rendered a widget from the saved state, and that a static explorer draws and answers
+  its slider.
 
 Without Chromium the browser test FAILS (``make test`` installs it); set ``DMM_SKIP_BROWSER=1``
 to skip it deliberately.
@@ -45,6 +46,9 @@ WIDGET_NOTEBOOK = {
         {"cell_type": "markdown", "metadata": {}, "source": "# Widget fixture\n\nA saved ipywidgets slider."},
         {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source":
             "import ipywidgets\nipywidgets.IntSlider(value=7, min=0, max=10, description='fixture')"},
+        {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source":
+            "import numpy as np\nfrom dmmlib.lessons.explorers import projection_stepper\n"
+            "projection_stepper({'triangle': np.array([[1.2, 0.3, -0.5]])}, rounds=(0, 1, 5), live=False)"},
     ],
     "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
                  "language_info": {"name": "python"}},
@@ -258,6 +262,14 @@ def test_book_reads_offline_in_headless_chromium(chromium, server, tmp_path):
             page.wait_for_selector(".widget-slider, .jupyter-widgets.widget-hslider", timeout=30_000)
             assert "fixture" in page.locator(".jupyter-widgets").first.inner_text()
             assert page.evaluate(LOAD_ALL_FONTS_JS) > 0, "the widget page declares no fonts"
+            # ... and a static explorer, drawn in the book's theme by its own script
+            explorer = page.locator(".dmm-explorer")
+            assert explorer.locator(".dmm-explorer-figure svg").count() >= 3, "the explorer drew nothing"
+            before = explorer.locator(".dmm-explorer-readout").inner_text()
+            explorer.locator("input[data-name='rounds']").focus()
+            page.keyboard.press("ArrowRight")
+            assert explorer.get_attribute("data-key") == "0,2"
+            assert explorer.locator(".dmm-explorer-readout").inner_text() != before
             page.screenshot(path=str(tmp_path / "widget_fixture.png"))
         finally:
             browser.close()

@@ -8,17 +8,20 @@ import torch
 from dmmlib.errors import DMMInputError
 from dmmlib.lessons.convergence import (
     agreement_study,
-    explorer_data,
+    convergence_description,
     gap_curves,
     lp_optimum,
     realistic_costs,
-    static_explorer,
+    sample_iterations,
     uniform_costs,
 )
+from dmmlib.lessons.interactive import payload_of, static_figure
 from dmmlib.matchers import hungarian_match
 from dmmlib.matching import dmm_match, lp_objective
+from dmmlib.projections import constraint_violation
 
-SMALL_GRID = {"lr": (0.05, 0.1), "n_grad": (5, 20), "n_proj": (2, 5), "lam": (0.3, 0.7)}
+SMALL_GRID = {"sizes": ((3, 9),), "seeds": 2, "lr": (0.05, 2.0), "n_grad": (5, 20), "n_proj": (1, 5),
+              "lam": (0.3, 0.7), "default": {"lr": 0.05, "n_grad": 20, "n_proj": 5, "lam": 0.3}}
 
 
 def test_uniform_costs_are_deterministic():
@@ -67,22 +70,56 @@ def test_gap_curves_end_at_the_gap_of_dmm_match():
     assert torch.allclose(curves[(0.1, 5)][-1], direct, atol=1e-9)
 
 
-def test_explorer_data_holds_the_results_of_dmm_match():
-    problems = realistic_costs(2, 3, 9, seed=7)
-    data = explorer_data(problems, SMALL_GRID)
-    assert len(data["runs"]) == 2 * 2 * 2 * 2
-    run = data["runs"]["0.1|5|0.7|1"]
-    expected = dmm_match(problems.with_lambda(0.7)[1], n_grad=20, n_proj=5, lr=0.1)
-    np.testing.assert_allclose(run["x"][1], expected.numpy(), atol=1e-4)
-    assert len(run["gap"]) == 20
-    assert data["problems"]["0.7|1"]["hungarian"] == hungarian_match(problems.with_lambda(0.7)[1]).argmax(-1).tolist()
+def _index(explorer, **values):
+    return tuple(c.values.index(values[c.name]) if c.name in values else c.default for c in explorer.controls)
 
 
-def test_static_explorer_is_self_contained():
-    data = explorer_data(realistic_costs(2, 3, 9, seed=8), SMALL_GRID)
-    markup = static_explorer(data)._repr_html_()
-    assert markup.count('type="range"') == 5
+def test_convergence_explorer_states_hold_what_dmm_match_computes():
+    explorer = convergence_description(SMALL_GRID)
+    setting = dict(size=(3, 9), lr=2.0, n_grad=20, n_proj=1, lam=0.7, seed=1)
+    computed = explorer.run([_index(explorer, **setting)])
+    state = computed.states[0]
+    problems = realistic_costs(2, 3, 9, seed=2019)
+    cost = problems.with_lambda(0.7)[1]
+    X_hat, trace = dmm_match(cost, n_grad=20, n_proj=1, lr=2.0, return_trace=True)
+    np.testing.assert_array_equal(np.array(state["x"]), np.round(X_hat.numpy() * 100))
+    assert state["argmax"] == X_hat.argmax(-1).tolist()
+    optimum = lp_optimum(cost[None])[0].item()
+    objective, optimum_shown, gap, violation, agree, found, bound, x_max = state["readout"]
+    assert float(objective) == pytest.approx(lp_objective(cost, X_hat).item(), abs=5e-5)
+    assert float(optimum_shown) == pytest.approx(optimum, abs=5e-5)
+    assert float(violation) == pytest.approx(constraint_violation(X_hat).item(), rel=1e-2)
+    assert (agree == "yes") == bool((X_hat.argmax(-1) == hungarian_match(cost).argmax(-1)).all())
+    assert found == f"{int((X_hat.argmax(-1) == problems.true_proposal[1]).sum())} of 3"
+    # the run's curve: the gap of the running average at the sampled iterations
+    shown = [i for i in sample_iterations(20, (5, 20)) if i <= 20]
+    curve = computed.tables["runs"][state["run"]]["gap"]
+    expected = (trace.objective_average - optimum).abs()
+    assert curve == pytest.approx([expected[i - 1].item() for i in shown], rel=5e-3)  # three significant digits
+    # alpha = 2 with one projection round leaves the feasible set: the notes say so
+    codes = [code for code, _ in state["notes"]]
+    assert "diverged" in codes and "step_bound" in codes and float(x_max) > 1 and "above_one" in codes
+    assert float(bound) < 2.0
+
+
+def test_convergence_explorer_notes_stay_quiet_where_alg1_converges():
+    explorer = convergence_description(SMALL_GRID)
+    state = explorer.run([_index(explorer, lr=0.05, n_grad=20, n_proj=5, lam=0.3, seed=0)]).states[0]
+    assert not {"diverged", "above_one", "step_bound"} & {code for code, _ in state["notes"]}
+    assert explorer.note_texts(state) == [explorer.notes[code].format(**fields) for code, fields in state["notes"]]
+
+
+def test_static_convergence_explorer_is_self_contained_and_batched_like_the_live_one():
+    explorer = convergence_description(SMALL_GRID)
+    page = static_figure(explorer)
+    markup = page._repr_html_()
+    assert len(page.payload["states"]) == 2 * 2 * 2 * 2 * 2  # lr x n_grad x n_proj x lam x seed (one size)
+    assert markup.count('type="range"') == 5 and markup.count("<select") == 1
     # no URL at all: nothing to fetch, and nothing the book's offline guard could mistake for a fetch
     assert not re.findall(r"https?://", markup)
-    payload = re.search(r'<script type="application/json">(.*?)</script>', markup, re.S).group(1)
-    assert json.loads(payload.replace("<\\/", "</"))["n_seeds"] == 2
+    assert payload_of(markup) == json.loads(json.dumps(page.payload))
+    # a state computed alone (as the live host does) equals the one computed in the static page's batch
+    for values in (dict(lr=2.0, n_grad=5, n_proj=1, lam=0.7, seed=1), dict(lr=0.05, n_grad=20, n_proj=5, lam=0.3)):
+        index = _index(explorer, **values)
+        alone = explorer.run([index])
+        assert json.loads(json.dumps(alone.states[0])) == page.payload["states"][explorer.key(index)]

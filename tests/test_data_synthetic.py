@@ -17,6 +17,7 @@ from dmmlib.data import (
     ensure_synthetic,
     generate_benchmark,
     is_complete,
+    read_meta,
     render_video,
 )
 from dmmlib.data import generate as generate_module
@@ -239,7 +240,11 @@ def test_refuses_to_overwrite_and_force_keeps_foreign_files(tmp_path):
     assert not (root / "JPEGImages/480p/train-0001").exists()  # stale videos removed with --force
 
 
-def test_interrupted_run_is_incomplete_and_ensure_regenerates(tmp_path, monkeypatch):
+def _entries(folder):
+    return sorted(p.relative_to(folder) for p in Path(folder).rglob("*"))
+
+
+def test_interrupted_run_leaves_nothing_and_ensure_then_generates(tmp_path, monkeypatch):
     root = tmp_path / "synthetic-smoke"
     real_write = generate_module.atomic_write_text
 
@@ -251,11 +256,11 @@ def test_interrupted_run_is_incomplete_and_ensure_regenerates(tmp_path, monkeypa
     monkeypatch.setattr(generate_module, "atomic_write_text", crash_on_meta)
     with pytest.raises(KeyboardInterrupt):
         generate_benchmark(root, synth_config_for_profile("smoke"), progress=False)
-    assert (root / "JPEGImages").is_dir() and not is_complete(root)
+    assert _entries(tmp_path) == []  # neither the benchmark nor its staging folder remains
     monkeypatch.setattr(generate_module, "atomic_write_text", real_write)
 
     assert ensure_synthetic(root, profile="smoke", progress=False) == root
-    assert is_complete(root)
+    assert is_complete(root) and read_meta(root)["preset"] == "smoke"
     stamp = os.stat(root / "meta.json").st_mtime_ns
     ensure_synthetic(root, profile="smoke", progress=False)  # complete and matching: left alone
     assert os.stat(root / "meta.json").st_mtime_ns == stamp
@@ -265,6 +270,44 @@ def test_interrupted_run_is_incomplete_and_ensure_regenerates(tmp_path, monkeypa
     (foreign / "holiday.jpg").write_bytes(b"x")
     with pytest.raises(DMMInputError, match="does not hold a synthetic benchmark"):
         ensure_synthetic(foreign, profile="smoke", progress=False)
+    assert _entries(foreign) == [Path("holiday.jpg")]
+
+
+def test_a_named_benchmark_is_used_as_it_is_and_a_davis_copy_is_never_touched(tmp_path):
+    seven = generate_benchmark(tmp_path / "seven", TINY, seed=7, progress=False)
+    before = {p: (seven / p).read_bytes() for p in _files(seven)}
+    # another seed and preset than the smoke profile's: an explicitly named benchmark stays as it is
+    assert ensure_synthetic(seven, profile="smoke", seed=0, progress=False) == seven
+    assert {p: (seven / p).read_bytes() for p in _files(seven)} == before
+
+    davis = tmp_path / "davis-copy"  # a DAVIS layout without meta.json: not dmmlib's, never replaced
+    for p in _files(seven):
+        if p.name != "meta.json":
+            (davis / p).parent.mkdir(parents=True, exist_ok=True)
+            (davis / p).write_bytes((seven / p).read_bytes())
+    copied = _entries(davis)
+    with pytest.raises(DMMInputError, match="does not hold a synthetic benchmark"):
+        ensure_synthetic(davis, profile="smoke", progress=False)
+    with pytest.raises(DMMInputError, match="even with --force"):
+        generate_benchmark(davis, TINY, seed=0, force=True, progress=False)
+    assert _entries(davis) == copied
+
+
+def test_only_the_default_folder_is_regenerated_and_only_if_dmmlib_made_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("DMM_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(generate_module, "synth_config_for_profile", lambda profile: TINY)
+    default = tmp_path / "synthetic-smoke"
+    generate_benchmark(default, TINY, seed=7, progress=False)
+    (default / "notes.txt").write_text("mine")
+    with pytest.warns(UserWarning, match="regenerating"):
+        assert ensure_synthetic(profile="smoke", seed=0, progress=False) == default
+    assert read_meta(default)["seed"] == 0 and (default / "notes.txt").read_text() == "mine"
+
+    (default / "meta.json").unlink()  # now it is not marked as dmmlib's: it stays as it is
+    kept = _entries(default)
+    with pytest.raises(DMMInputError, match="never replaced"):
+        ensure_synthetic(profile="smoke", seed=0, progress=False)
+    assert _entries(default) == kept
 
 
 def test_default_root_follows_data_dir_env(tmp_path, monkeypatch):

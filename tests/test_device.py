@@ -20,7 +20,14 @@ from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 
 from dmmlib import training
 from dmmlib.data.clips import ClipDataset
-from dmmlib.device import any_on_host, check_amp, frames_to_device, full_precision, speed_settings, to_device
+from dmmlib.device import (
+    any_on_host,
+    check_amp,
+    frames_to_device,
+    full_precision,
+    speed_settings,
+    to_device,
+)
 from dmmlib.errors import DMMInputError
 from dmmlib.model import DMMNet, default_config
 from dmmlib.proposals.oracle import proposals_from_labels

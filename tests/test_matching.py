@@ -5,6 +5,8 @@ linprog (HiGHS) for the LP optimum, SLSQP for the Euclidean projection onto the
 intersection, scipy's Hungarian method, and a literal transcription of Alg. 1.
 """
 
+import collections
+
 import numpy as np
 import pytest
 import torch

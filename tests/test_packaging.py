@@ -5,6 +5,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,9 +70,8 @@ def test_cli_reports_unknown_profile_without_traceback():
 
 def test_the_wheel_carries_the_configs_and_the_static_figures(tmp_path):
     """A non-editable install must find the packaged configs and scripts (importlib.resources), not the checkout's."""
-    import zipfile
-
     import shutil
+    import zipfile
 
     source = tmp_path / "source"  # a copy: setuptools writes build/ and *.egg-info beside the sources
     shutil.copytree(ROOT / "dmmlib", source / "dmmlib", ignore=shutil.ignore_patterns("__pycache__"))
@@ -85,10 +85,11 @@ def test_the_wheel_carries_the_configs_and_the_static_figures(tmp_path):
         archive.extractall(tmp_path / "site")
     for config in ("smoke", "cpu", "gpu", "davis2017", "youtube-vos"):
         assert f"dmmlib/configs/{config}.yaml" in names, config
-    for asset in ("explorer.js", "slider.js", "slider.css"):
+    for asset in ("explorer_kit.js", "explorer_host.js", "explorer_convergence.js", "explorer_stepper.js",
+                  "explorer_gradient.js", "explorer.css", "slider.js", "slider.css"):
         assert f"dmmlib/lessons/static/{asset}" in names, asset
     probe = ("import dmmlib.train_config as t, dmmlib.lessons.viz as v; "
-             "print(t.packaged_config('gpu')); print(len(v.static_asset('explorer.js')) > 0); "
+             "print(t.packaged_config('gpu')); print(len(v.static_asset('explorer_kit.js')) > 0); "
              "print(t.load_config(t.packaged_config('davis2017')).dataset)")
     env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(tmp_path / "site")
@@ -96,3 +97,13 @@ def test_the_wheel_carries_the_configs_and_the_static_figures(tmp_path):
                          check=True).stdout.split()
     assert out[0].startswith(str(tmp_path / "site")), out  # read from the installed wheel
     assert out[1:] == ["True", "davis"]
+    entry_points = next((tmp_path / "site").glob("dmmlib-*.dist-info")) / "entry_points.txt"
+    assert "dmmlib = dmmlib.cli:main" in entry_points.read_text()  # the `dmmlib` console script
+
+
+def test_the_console_script_runs_the_cli():
+    script = Path(sys.executable).with_name("dmmlib")
+    if not script.exists():
+        pytest.skip("dmmlib is not installed in this interpreter's environment (pip install -e . installs the script)")
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("usage: dmmlib ") and "track" in out

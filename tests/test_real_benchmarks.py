@@ -235,7 +235,8 @@ def test_commands_report_bad_roots_with_exit_status_2(tmp_path, capsys):
     )
     assert result.returncode == 2 and "segtrack root" in result.stderr and "Traceback" not in result.stderr
     (tmp_path / "yt/valid").mkdir(parents=True)
+    (tmp_path / "cache").mkdir()
     capsys.readouterr()
     code = cli(["predict", "--dataset", "youtube-vos", "--root", str(tmp_path / "yt"), "--out", str(tmp_path / "o"),
-                "--proposals-cache", str(tmp_path)])
+                "--proposals-cache", str(tmp_path / "cache")])
     assert code == 2 and "valid/meta.json does not exist" in capsys.readouterr().err  # before any model is built

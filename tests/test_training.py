@@ -451,4 +451,5 @@ def test_cli_trains_resumes_and_refuses_to_overwrite(tmp_path, smoke_benchmark):
     assert again.returncode == 2 and "already exists" in again.stderr
     resumed = run("--set", "max_steps=2", "--resume")
     assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from step 1 ({tmp_path / 'run' / 'checkpoints' / 'step_0000001.pt'})" in resumed.stdout
     assert [r["step"] for r in training.read_log(tmp_path / "run")] == [1, 2]

@@ -10,8 +10,7 @@ import argparse
 import re
 from pathlib import Path
 
-from dmmlib.data.generate import generate_benchmark
-from dmmlib.data.paths import data_dir
+from dmmlib.data.generate import default_root, generate_benchmark
 from dmmlib.data.synth_config import synth_config_for_profile
 from dmmlib.errors import DMMInputError
 from dmmlib.profiles import PROFILES, active_profile
@@ -35,7 +34,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     synth.add_argument("--frames", type=int, help="frames per video")
     synth.add_argument("--size", type=_size, help="frame size HEIGHTxWIDTH")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    synth.add_argument("--force", action="store_true", help="replace an existing benchmark in --out")
+    synth.add_argument("--force", action="store_true",
+                       help="replace a benchmark made by `data synth` in --out (other files there stay; a folder "
+                            "that holds no such benchmark is never replaced)")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -52,7 +53,7 @@ def _synth(args: argparse.Namespace) -> int:
     if args.size is not None:
         changes["height"], changes["width"] = args.size
     config = config.replace(**changes)
-    out = Path(args.out) if args.out else data_dir() / f"synthetic-{profile}"
+    out = Path(args.out) if args.out else default_root(profile)
     root = generate_benchmark(out, config, seed=args.seed, force=args.force, progress=not args.quiet)
     print(f"wrote {config.train_videos} train + {config.val_videos} val videos of {config.frames} frames "
           f"({config.height}x{config.width}) to {root}")

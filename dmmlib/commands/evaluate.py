@@ -6,18 +6,17 @@ import argparse
 import math
 from pathlib import Path
 
-from dmmlib.commands.inputs import dataset_root
+from dmmlib.commands.inputs import dataset_root, root_flag
 from dmmlib.evaluation.davis import (
-    csv_paths,
     evaluate_davis,
-    result_to_json_dict,
+    output_paths,
     score_tables,
     write_official_csvs,
 )
-from dmmlib.evaluation.results import write_scores_json
+from dmmlib.evaluation.results import check_json_path, write_scores_json
 from dmmlib.evaluation.segtrack import evaluate_segtrack
 from dmmlib.evaluation.youtube_vos import evaluate_youtube_vos
-from dmmlib.fileio import refuse_overwrite
+from dmmlib.fileio import check_apart, plain_name, read_text_file
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +43,7 @@ def _seen_categories(text: str | None) -> set[str] | None:
     if not text:
         return None
     source = Path(text)
-    listed = source.read_text(encoding="utf-8") if source.is_file() else text
+    listed = read_text_file(source, "--seen-categories file") if source.is_file() else text
     return {c.strip() for c in listed.replace(",", "\n").splitlines() if c.strip()}
 
 
@@ -76,20 +75,32 @@ def _print_segtrack(scores: dict) -> None:
         print(f"{r['sequence']:<20} {r['object']:>3} {r['frames']:>6} {r['IoU']:6.3f}")
 
 
+def _check_arguments(args: argparse.Namespace, root: Path) -> None:
+    """Every name and destination, before the (long) evaluation rather than after it."""
+    for flag in ("split", "resolution", "seen_split"):
+        plain_name(getattr(args, flag), f"--{flag.replace('_', '-')}")
+    # the tables go into --results (as the official script puts them): it must not be part of the dataset
+    check_apart(args.results, "--results", {root_flag(args): root})
+    if args.json:
+        check_apart(args.json, "--json", {root_flag(args): root})
+    if args.dataset == "davis":
+        output_paths(args.results, args.split, args.json, args.force)
+    elif args.json:
+        check_json_path(args.json, args.force)
+
+
 def main(args: argparse.Namespace) -> int:
     root = dataset_root(args)
-    if args.json:  # refuse before the (long) evaluation rather than after it
-        refuse_overwrite(args.json, args.force, what="JSON file")
+    _check_arguments(args, root)
     if args.dataset == "davis":
-        for path in csv_paths(args.results, args.split):
-            refuse_overwrite(path, args.force, what="results table")
         result = evaluate_davis(root, args.results, split=args.split, progress=not args.no_progress,
                                 workers=args.workers, resolution=args.resolution)
-        global_path, sequence_path = write_official_csvs(result, args.results, args.split, force=args.force)
+        global_path, sequence_path = write_official_csvs(result, args.results, args.split, force=args.force,
+                                                         json_path=args.json)
         _print_davis(result, args.split)
-        print(f"\nwrote {global_path} and {sequence_path}")
-        scores = result_to_json_dict(result)
-    elif args.dataset == "youtube-vos":
+        print(f"\nwrote {global_path} and {sequence_path}" + (f" and {args.json}" if args.json else ""))
+        return 0
+    if args.dataset == "youtube-vos":
         scores = evaluate_youtube_vos(root, args.split, args.results, _seen_categories(args.seen_categories),
                                       args.seen_split)
         _print_youtube_vos(scores)

@@ -33,6 +33,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mixed precision: autocast the backbone and the refinement head (default: float32)")
 
 
+def model_inputs(args: argparse.Namespace) -> dict[str, str | None]:
+    """The files and folders of :func:`add_model_arguments`, by option: an output must lie apart from them."""
+    return {"--checkpoint": args.checkpoint, "--proposals-cache": args.proposals_cache,
+            "--proposal-checkpoint": args.proposal_checkpoint}
+
+
 def load_model(checkpoint: str | None, untrained: bool = False) -> DMMNet:
     """The DMMNet of ``--checkpoint``; else the published default model (saying which); else, with
     ``--untrained``, an untrained one (with a warning); else an error that says how to get a trained one."""
@@ -100,6 +106,11 @@ def proposal_supply(cache_folder: str | None, proposal_checkpoint: str | None,
         return lambda name: source
     source = cached_source(cache, net)
     return lambda name: source
+
+
+def root_flag(args: argparse.Namespace) -> str:
+    """The option that named the dataset root: ``--davis-root`` or ``--root``."""
+    return "--davis-root" if getattr(args, "davis_root", None) and not args.root else "--root"
 
 
 def dataset_root(args: argparse.Namespace) -> Path:

@@ -8,9 +8,12 @@ from dmmlib.commands.inputs import (
     add_model_arguments,
     dataset_root,
     load_model,
+    model_inputs,
     proposal_supply,
+    root_flag,
 )
 from dmmlib.errors import DMMInputError
+from dmmlib.fileio import check_apart, check_writable_folder, plain_name
 from dmmlib.predict import (
     DATASETS,
     PredictOptions,
@@ -43,11 +46,17 @@ def main(args: argparse.Namespace) -> int:
     root = dataset_root(args)
     if args.lam is not None and not 0.0 <= args.lam <= 1.0:
         raise DMMInputError(f"--lam {args.lam}; expected a number in [0, 1]")
+    for flag, names in (("--split", [args.split or "val"]), ("--resolution", [args.resolution]),
+                        ("--sequences", args.sequences or [])):
+        for name in names:
+            plain_name(name, flag)
+    check_apart(args.out, "--out", {root_flag(args): root, **model_inputs(args)})
     options = PredictOptions(device=args.device, size=args.size, online_steps=args.online_steps, force=args.force,
                              amp=args.amp)
     plans = plan_videos(args.dataset, root, args.split, args.sequences, args.resolution)
     target = results_folder(args.dataset, args.out)
     check_outputs(plans, target, args.force)  # fail fast, before the models are built
+    check_writable_folder(target, f"--out {args.out}")
     model = load_model(args.checkpoint, args.untrained)
     if args.lam is not None:
         model.config.lam = float(args.lam)  # read by every step (Eq. 1); the weights do not depend on it

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from dmmlib.errors import DMMInputError
+from dmmlib.fileio import (
+    check_apart,
+    check_destinations,
+    check_writable_folder,
+    plain_name,
+)
 from dmmlib.profiles import PROFILES
 from dmmlib.proposals.compute import compute_proposals
 from dmmlib.proposals.frames import TOP_K
 from dmmlib.proposals.recall import proposal_recall
 from dmmlib.proposals.train import (
     load_proposal_net,
+    loss_log_path,
     train_config_for_profile,
     train_proposal_net,
 )
@@ -48,7 +56,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     recall.add_argument("--iou", type=float, nargs="+", default=[0.5, 0.7], help="IoU thresholds")
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Names and destinations, before the network is built: outputs apart from the inputs, writable."""
+    if args.action == "train":
+        weights = args.init_weights if args.init_weights and os.path.exists(args.init_weights) else None
+        check_apart(args.out, "--out", {"--data": args.data, "--init-weights": weights})
+        check_destinations({args.out: "proposal-net checkpoint", loss_log_path(args.out): "loss log"},
+                           force=args.force or args.resume)
+        return
+    plain_name(args.split, "--split")
+    if args.action == "compute":
+        check_apart(args.cache, "--cache", {"--data": args.data, "--checkpoint": args.checkpoint})
+        check_writable_folder(args.cache, f"--cache {args.cache}")
+
+
 def main(args: argparse.Namespace) -> int:
+    _check_outputs(args)
     if args.action == "train":
         config = train_config_for_profile(args.profile)
         if args.steps is not None:

@@ -6,11 +6,22 @@ import argparse
 import itertools
 from pathlib import Path
 
-from dmmlib.commands.inputs import add_model_arguments, load_model, proposal_supply
-from dmmlib.data.images import iter_frames
-from dmmlib.fileio import refuse_overwrite
+from dmmlib.commands.inputs import (
+    add_model_arguments,
+    load_model,
+    model_inputs,
+    proposal_supply,
+)
+from dmmlib.errors import DMMInputError
+from dmmlib.fileio import (
+    check_apart,
+    check_writable_folder,
+    plain_name,
+    refuse_overwrite,
+    staged_folder,
+)
 from dmmlib.predict import write_labels
-from dmmlib.tracking import TrackOptions, track
+from dmmlib.tracking import TrackOptions, open_video, video_steps
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -22,16 +33,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite PNGs already in --out")
 
 
-def main(args: argparse.Namespace) -> int:
+def _check_out(args: argparse.Namespace) -> Path:
+    """--out: apart from every input, a folder, without PNGs unless --force, writable."""
     out_dir = Path(args.out)
-    if out_dir.is_dir() and any(out_dir.glob("*.png")):  # before the slow model building: errors come fast
+    check_apart(out_dir, "--out", {"--frames": args.frames, "--mask": args.mask, **model_inputs(args)})
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DMMInputError(f"--out {out_dir} is a file; expected a folder for the label PNGs")
+    if out_dir.is_dir() and any(out_dir.glob("*.png")):
         refuse_overwrite(out_dir, args.force, what="output folder (with PNGs)")
+    check_writable_folder(out_dir, f"--out {out_dir}")
+    return out_dir
+
+
+def main(args: argparse.Namespace) -> int:
+    # every input is checked before the (slow) models are built, so errors come fast
+    out_dir = _check_out(args)
+    if args.sequence is not None:
+        plain_name(args.sequence, "--sequence")
+    video = open_video(args.frames, args.mask, sequence=args.sequence, mask_name="--mask")
+    options = TrackOptions(device=args.device, size=args.size, progress=True, sequence=video.sequence, amp=args.amp)
     model = load_model(args.checkpoint, args.untrained)
-    sequence = args.sequence or Path(args.frames).stem
-    source = proposal_supply(args.proposals_cache, args.proposal_checkpoint, args.device, args.untrained)(sequence)
-    names = iter_frames(args.frames)[2] or (f"{i:05d}" for i in itertools.count())  # a video file has no names
-    options = TrackOptions(device=args.device, size=args.size, progress=True, sequence=sequence, amp=args.amp)
-    labels = track(args.frames, args.mask, model, source, options=options)
-    count = write_labels(labels, out_dir, names)
+    source = proposal_supply(args.proposals_cache, args.proposal_checkpoint, args.device, args.untrained)(video.sequence)
+    names = video.names or (f"{i:05d}" for i in itertools.count())  # a video file has no names
+    labels = (step.labels for step in video_steps(video, model, source, options))
+    with staged_folder(out_dir) as staging:  # every PNG of the video, or (on an error) none
+        count = write_labels(labels, staging, names)
     print(f"wrote {count} label masks to {out_dir}")
     return 0

@@ -18,27 +18,30 @@ from pathlib import Path
 from dmmlib.data.images import check_consecutive, list_images
 from dmmlib.data.sequence import VOSDataset, VOSSequence
 from dmmlib.errors import DMMInputError
+from dmmlib.fileio import plain_name, read_text_file
 
 RESOLUTION = "480p"  # the DAVIS folder name; the synthetic benchmark keeps it for smaller frames
 YEAR = 2017
 
 
 def split_path(root: str | os.PathLike, split: str, year: int = YEAR) -> Path:
-    """``<root>/ImageSets/<year>/<split>.txt``."""
-    return Path(root) / "ImageSets" / str(year) / f"{split}.txt"
+    """``<root>/ImageSets/<year>/<split>.txt``; ``split`` must be a plain name (no separators, no ``..``)."""
+    return Path(root) / "ImageSets" / str(year) / f"{plain_name(split, 'split')}.txt"
 
 
 def read_split(root: str | os.PathLike, split: str, year: int = YEAR) -> list[str]:
     """The sequence names of ``split``: the lines of ``ImageSets/<year>/<split>.txt``, in file order.
 
-    Blank lines are skipped; a missing or empty file, or a name listed twice, is a
-    :class:`DMMInputError` naming the file.
+    Blank lines are skipped; a missing, empty or non-UTF-8 file, a name listed twice, or a
+    line that is a path rather than a name, is a :class:`DMMInputError` naming the file.
     """
     path = split_path(root, split, year)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise DMMInputError(f"split file {path} does not exist; expected one sequence name per line "
                             f"(is {root} a dataset in the DAVIS layout?)")
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = read_text_file(path, "split file").splitlines()
+    names = [plain_name(line.strip(), f"split file {path}: line {k + 1},") for k, line in enumerate(lines)
+             if line.strip()]
     if not names:
         raise DMMInputError(f"split file {path} lists no sequences; expected one sequence name per line")
     repeated = sorted({n for n in names if names.count(n) > 1})
@@ -48,8 +51,8 @@ def read_split(root: str | os.PathLike, split: str, year: int = YEAR) -> list[st
 
 
 def frame_folder(root: str | os.PathLike, sequence: str, resolution: str = RESOLUTION) -> Path:
-    """``<root>/JPEGImages/<resolution>/<sequence>``."""
-    return Path(root) / "JPEGImages" / resolution / sequence
+    """``<root>/JPEGImages/<resolution>/<sequence>`` (both plain names)."""
+    return Path(root) / "JPEGImages" / plain_name(resolution, "resolution") / plain_name(sequence, "sequence")
 
 
 def frame_files(root: str | os.PathLike, sequence: str, resolution: str = RESOLUTION) -> list[Path]:
@@ -60,7 +63,7 @@ def frame_files(root: str | os.PathLike, sequence: str, resolution: str = RESOLU
 def annotation_folder(root: str | os.PathLike, sequence: str, resolution: str = RESOLUTION,
                       annotations: str = "Annotations") -> Path:
     """``<root>/<annotations>/<resolution>/<sequence>`` (``annotations="Instances"``: the synthetic instance maps)."""
-    return Path(root) / annotations / resolution / sequence
+    return Path(root) / annotations / plain_name(resolution, "resolution") / plain_name(sequence, "sequence")
 
 
 class DavisSequence(VOSSequence):
@@ -82,7 +85,7 @@ class DavisDataset(VOSDataset):
         if not self.root.is_dir():
             raise DMMInputError(f"DAVIS root {self.root} does not exist")
         self.split = split
-        self.resolution = resolution
+        self.resolution = plain_name(resolution, "resolution")
         self.frames_dir = self.root / "JPEGImages" / resolution
         self.annotations_dir = self.root / annotations / resolution
         if not self.annotations_dir.is_dir():

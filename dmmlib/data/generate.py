@@ -6,10 +6,12 @@
     <root>/Annotations/480p/<seq>/00000.png     layout compatibility; frames are smaller)
     <root>/Instances/480p/<seq>/00000.png       every instance, distractors included
     <root>/ImageSets/2017/{train,val}.txt
-    <root>/meta.json                            written last: its presence marks completion
+    <root>/meta.json                            generator, preset, seed, config: dmmlib's mark
 
-Every file is written atomically, so an interrupted run leaves whole files and
-no ``meta.json``; :func:`is_complete` and :func:`ensure_synthetic` detect that.
+The benchmark is rendered into a hidden folder beside ``root`` and moved into place when
+complete, so an interrupted run leaves ``root`` as it was. ``meta.json`` marks a folder as
+made by dmmlib: only such a folder is ever replaced (``--force``), and
+:func:`ensure_synthetic` regenerates one only at its default place under ``data/``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -36,11 +38,11 @@ from dmmlib.data.synthetic import (
     render_video,
 )
 from dmmlib.errors import DMMInputError
-from dmmlib.fileio import atomic_path, atomic_write_text
-from dmmlib.profiles import active_profile
+from dmmlib.fileio import atomic_path, atomic_write_text, read_json_file, staged_folder
+from dmmlib.profiles import PROFILES, active_profile
 
 GENERATOR_NAME = "dmmlib.data.synthetic"
-# the only entries generate_benchmark creates; --force removes only these
+# the only entries generate_benchmark creates; --force replaces only these
 _OWN_ENTRIES = ("meta.json", "JPEGImages", "Annotations", "Instances", "ImageSets")
 
 
@@ -64,59 +66,57 @@ def _write_video(root: Path, name: str, video: SyntheticVideo, quality: int) -> 
         write_label_png(root / "Instances" / RESOLUTION / name / f"{stem}.png", video.instances[t])
 
 
+def default_root(profile: str | None = None) -> Path:
+    """``<data_dir()>/synthetic-<profile>``: the benchmark's own place, the only one :func:`ensure_synthetic` regenerates."""
+    return data_dir() / f"synthetic-{active_profile() if profile is None else profile}"
+
+
 def read_meta(root: str | os.PathLike) -> dict | None:
-    """The benchmark's ``meta.json`` as a dict, or ``None`` if absent (an incomplete benchmark)."""
+    """The benchmark's ``meta.json`` as a dict, or ``None`` if absent (not a benchmark made by dmmlib)."""
     path = Path(root) / "meta.json"
     if not path.is_file():
         return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise DMMInputError(f"{path} is not readable JSON: {error}") from None
+    meta = read_json_file(path, "benchmark description")
+    if not isinstance(meta, dict):
+        raise DMMInputError(f"{path} is not a benchmark description; expected a JSON object")
+    return meta
 
 
 def is_complete(root: str | os.PathLike) -> bool:
-    """True if ``root`` holds a finished synthetic benchmark (``meta.json`` is written last)."""
+    """True if ``root`` holds a finished synthetic benchmark (its ``meta.json`` names this generator)."""
     meta = read_meta(root)
     return meta is not None and meta.get("generator") == GENERATOR_NAME
 
 
-def _clear_own_entries(root: Path) -> None:
-    # meta.json goes first so that a crash mid-way leaves the root marked incomplete
-    for entry in _OWN_ENTRIES:
-        path = root / entry
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+def _is_empty_or_absent(root: Path) -> bool:
+    return not os.path.lexists(root) or (root.is_dir() and not any(root.iterdir()))
 
 
-def generate_benchmark(
-    root: str | os.PathLike,
-    config: SynthConfig | None = None,
-    seed: int = 0,
-    force: bool = False,
-    progress: bool = True,
-) -> Path:
-    """Render every video of ``config`` (default: the active profile's) into ``root``.
-
-    Refuses a non-empty existing ``root`` unless ``force``; with ``force`` only the
-    entries this function writes are removed first. Returns ``root`` as a Path.
-    """
-    config = synth_config_for_profile() if config is None else config
-    root = Path(root)
-    if root.exists() and not root.is_dir():
+def _check_replaceable(root: Path, force: bool) -> None:
+    """Refuse to write into ``root`` unless it is new, empty, or (with ``force``) a benchmark made by dmmlib."""
+    if os.path.lexists(root) and not root.is_dir():
         raise DMMInputError(f"output {root} exists and is not a folder")
-    if root.is_dir() and any(root.iterdir()):
-        if not force:
-            raise DMMInputError(f"output folder {root} is not empty; refusing to overwrite it (pass --force to replace it)")
-        _clear_own_entries(root)
-    root.mkdir(parents=True, exist_ok=True)
+    if _is_empty_or_absent(root):
+        return
+    if not force:
+        raise DMMInputError(f"output folder {root} is not empty; refusing to overwrite it (pass --force to "
+                            "replace a benchmark made by `data synth`)")
+    if not is_complete(root):
+        raise DMMInputError(f"output folder {root} holds files that are not a synthetic benchmark made by dmmlib "
+                            f"(no meta.json of {GENERATOR_NAME}); refusing to replace them, even with --force: "
+                            "choose another --out")
 
+
+def _preset(config: SynthConfig) -> str | None:
+    """The profile whose preset ``config`` is, or None for a custom one."""
+    return next((p for p in PROFILES if synth_config_for_profile(p) == config), None)
+
+
+def _render_into(root: Path, config: SynthConfig, seed: int, progress: bool) -> None:
+    """Render every video, the split files and, last, ``meta.json`` into the (new) folder ``root``."""
     counts = {"train": config.train_videos, "val": config.val_videos}
     sequences: dict[str, dict] = {}
-    bar = tqdm(total=sum(counts.values()), desc="synthetic videos", unit="video", disable=not progress)
-    with bar:
+    with tqdm(total=sum(counts.values()), desc="synthetic videos", unit="video", disable=not progress) as bar:
         for split in SPLITS:
             names = []
             for index in range(counts[split]):
@@ -130,6 +130,7 @@ def generate_benchmark(
     meta = {
         "generator": GENERATOR_NAME,
         "generator_version": GENERATOR_VERSION,
+        "preset": _preset(config),
         "seed": int(seed),
         "config": config.to_dict(),
         "resolution_folder": RESOLUTION,
@@ -137,6 +138,28 @@ def generate_benchmark(
         "sequences": sequences,
     }
     atomic_write_text(root / "meta.json", json.dumps(meta, indent=1))
+
+
+def generate_benchmark(
+    root: str | os.PathLike,
+    config: SynthConfig | None = None,
+    seed: int = 0,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Render every video of ``config`` (default: the active profile's) into ``root``.
+
+    ``root`` must be new or empty; with ``force`` it may also hold a benchmark made by
+    dmmlib (its ``meta.json``), whose entries are then replaced while anything else in the
+    folder stays. A folder of other files is refused even with ``force``. The benchmark is
+    rendered beside ``root`` and moved in when complete: an error or an interruption leaves
+    ``root`` as it was. Returns ``root`` as a Path.
+    """
+    config = synth_config_for_profile() if config is None else config
+    root = Path(root)
+    _check_replaceable(root, force)
+    with staged_folder(root, replace=_OWN_ENTRIES) as staging:
+        _render_into(staging, config, seed, progress)
     return root
 
 
@@ -150,18 +173,25 @@ def _matches(meta: dict, config: SynthConfig, seed: int) -> bool:
 
 def ensure_synthetic(root: str | os.PathLike | None = None, profile: str | None = None, seed: int = 0,
                      progress: bool = True) -> Path:
-    """Return the root of the synthetic benchmark for ``profile``, generating it if missing or stale.
+    """Return the root of a synthetic benchmark, generating it where nothing would be lost.
 
-    Default root: ``<data_dir()>/synthetic-<profile>``. A root that holds an
-    incomplete benchmark (no ``meta.json``) or one made by another generator
-    version, seed or config is regenerated; a non-empty folder that is not a
-    synthetic benchmark at all is an error rather than something to delete.
+    * ``root=None``: the profile's own folder :func:`default_root` (``data/synthetic-<profile>``),
+      generated if missing or empty, and regenerated (with a warning) if it holds a benchmark
+      made by dmmlib with another seed, preset or generator version;
+    * an explicit ``root`` is used as it is when it holds a benchmark made by dmmlib (whatever
+      its seed or sizes: a ``data synth --seed 7`` benchmark stays seed 7), and generated only
+      when it does not exist or is empty.
+
+    Any other non-empty folder is a :class:`DMMInputError`: it is never deleted or overwritten.
     """
     profile = active_profile() if profile is None else profile
     config = synth_config_for_profile(profile)
-    root = data_dir() / f"synthetic-{profile}" if root is None else Path(root)
+    managed = root is None
+    root = default_root(profile) if managed else Path(root)
+    if root.is_dir() and is_complete(root) and (not managed or _matches(read_meta(root), config, seed)):
+        return root  # the common case: nothing to write, so no lock either
     with _exclusive(root.parent / f".{root.name}.lock"):
-        return _ensure_locked(root, config, seed, progress)
+        return _ensure_locked(root, config, seed, progress, managed)
 
 
 @contextlib.contextmanager
@@ -181,15 +211,18 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _ensure_locked(root: Path, config: SynthConfig, seed: int, progress: bool) -> Path:
+def _ensure_locked(root: Path, config: SynthConfig, seed: int, progress: bool, managed: bool) -> Path:
+    if _is_empty_or_absent(root):
+        return generate_benchmark(root, config, seed=seed, progress=progress)
     meta = read_meta(root) if root.is_dir() else None
-    if meta is not None and meta.get("generator") == GENERATOR_NAME and _matches(meta, config, seed):
-        return root
-    if root.is_dir() and any(root.iterdir()):
-        foreign = [p.name for p in root.iterdir() if p.name not in _OWN_ENTRIES and not p.name.startswith(".")]
-        if foreign or (meta is not None and meta.get("generator") != GENERATOR_NAME):
-            raise DMMInputError(
-                f"{root} is not empty and does not hold a synthetic benchmark (found {foreign or ['meta.json']}); "
-                "choose another root or empty it"
-            )
-    return generate_benchmark(root, config, seed=seed, force=True, progress=progress)
+    if meta is not None and meta.get("generator") == GENERATOR_NAME:
+        if not managed or _matches(meta, config, seed):
+            return root
+        warnings.warn(f"regenerating {root}: it holds a benchmark of seed {meta.get('seed')} "
+                      f"(preset {meta.get('preset')}), and this profile's is seed {seed} (preset {_preset(config)})",
+                      stacklevel=3)
+        return generate_benchmark(root, config, seed=seed, force=True, progress=progress)
+    advice = ("it is never replaced: move it away, or set $DMM_DATA_DIR to another folder" if managed
+              else "pass a folder made by `python -m dmmlib data synth --out DIR`, or a new or empty one")
+    raise DMMInputError(f"{root} is not empty and does not hold a synthetic benchmark made by dmmlib "
+                        f"(no meta.json of {GENERATOR_NAME}); {advice}")

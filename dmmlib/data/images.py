@@ -26,21 +26,45 @@ from dmmlib.errors import DMMInputError
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
+# What each image suffix promises; the decoder (which reads the file's signature) must agree.
+SUFFIX_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP"}
+
+
+def _opened(path: Path, what: str) -> Image.Image:
+    """``Image.open(path)`` (header only), checked: the file exists, decodes, and is what its suffix says."""
+    if path.is_dir():
+        raise DMMInputError(f"{what} {path} is a folder; expected an image file")
+    if not path.is_file():
+        raise DMMInputError(f"{what} {path} does not exist")
+    try:
+        image = Image.open(path)
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise DMMInputError(f"{what} {path} is not a readable image: {error}") from None
+    expected = SUFFIX_FORMATS.get(path.suffix.lower())
+    if expected is not None and image.format != expected:
+        image.close()
+        raise DMMInputError(f"{what} {path} holds {image.format or 'unknown'} data but its name ends in "
+                            f"{path.suffix}; expected a {expected} file (convert it, or name it after its format)")
+    return image
+
+
 @contextlib.contextmanager
 def open_image(path: str | os.PathLike, what: str = "image") -> Iterator[Image.Image]:
     """The decoded image at ``path`` (PIL), or a :class:`DMMInputError` naming ``what`` and the file.
 
-    Every image dmmlib reads -- frames, annotations, results -- is opened here.
+    Every image dmmlib reads -- frames, annotations, results -- is opened here. The file's
+    content must match its suffix (:data:`SUFFIX_FORMATS`): a JPEG renamed ``.png`` is refused.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DMMInputError(f"{what} {path} does not exist")
+    image = _opened(path, what)
     try:
-        with Image.open(path) as image:
+        try:
             image.load()
-            yield image
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise DMMInputError(f"{what} {path} is not a readable image: {error}") from None
+        except (OSError, SyntaxError, ValueError) as error:
+            raise DMMInputError(f"{what} {path} is not a readable image (truncated or corrupt?): {error}") from None
+        yield image
+    finally:
+        image.close()
 
 
 def read_frame(path: str | os.PathLike) -> np.ndarray:
@@ -51,15 +75,9 @@ def read_frame(path: str | os.PathLike) -> np.ndarray:
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """``(height, width)`` of an image, read from its header only."""
-    path = Path(path)
-    if not path.is_file():
-        raise DMMInputError(f"image {path} does not exist")
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise DMMInputError(f"image {path} is not a readable image: {error}") from None
+    """``(height, width)`` of an image, read from its header only (checked like :func:`open_image`)."""
+    with _opened(Path(path), "image") as image:
+        width, height = image.size
     return height, width
 
 
@@ -125,6 +143,16 @@ def as_rgb_frame(frame, what: str = "frame") -> np.ndarray:
             raise DMMInputError(f"{what} has dtype {frame.dtype}; expected uint8 or float in [0, 1]")
         frame = (np.clip(frame, 0, 1) * 255).round().astype(np.uint8)
     return frame
+
+
+def frame_file(frames, index: int) -> Path | None:
+    """The file frame ``index`` of ``frames`` was read from (a folder or a list of paths), for error messages; else None."""
+    if isinstance(frames, (str, os.PathLike)) and Path(frames).is_dir():
+        files = list_images(frames)
+        return files[index] if 0 <= index < len(files) else None
+    if isinstance(frames, (list, tuple)) and 0 <= index < len(frames) and isinstance(frames[index], (str, os.PathLike)):
+        return Path(frames[index])
+    return None
 
 
 def iter_frames(frames) -> tuple[Iterator[np.ndarray], int | None, list[str] | None]:

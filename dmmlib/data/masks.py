@@ -40,27 +40,28 @@ def davis_palette() -> list[int]:
 _PALETTE = davis_palette()
 
 
-def read_label_png(path: str | os.PathLike, *, allow_binary_rgb: bool = False) -> np.ndarray:
+def read_label_png(path: str | os.PathLike, *, allow_binary_rgb: bool = False, what: str = "annotation") -> np.ndarray:
     """Read a palette (``P``) or greyscale (``L``/``1``) PNG as a ``uint8`` label array ``[H, W]``.
 
     Palette PNGs give their palette indices, as the official DAVIS code does.
     An RGB(A) image is an error: its colours are not labels. With
     ``allow_binary_rgb=True`` (SegTrack v2 ships some ground truth as RGB), an
-    RGB image is accepted and thresholded to {0, 1} on its maximum channel.
+    RGB image is accepted and thresholded to {0, 1} on its maximum channel. ``what`` names
+    the file in errors (``"--mask"``, ``"result"``).
     """
-    with open_image(path, "annotation") as image:
+    with open_image(path, what) as image:
         mode = image.mode
         if mode in ("P", "L", "1"):
             return np.array(image, dtype=np.uint8)
         if mode in ("I;16", "I"):
             array = np.array(image)
             if array.max(initial=0) > 255:
-                raise DMMInputError(f"annotation {path} has label values above 255; expected 8-bit labels")
+                raise DMMInputError(f"{what} {path} has label values above 255; expected 8-bit labels")
             return array.astype(np.uint8)
         if mode in ("RGB", "RGBA", "LA") and allow_binary_rgb:
             return (np.array(image.convert("RGB")).max(axis=2) > 127).astype(np.uint8)
     raise DMMInputError(
-        f"annotation {path} is a {mode} image; expected an 8-bit palette (P) or greyscale (L) PNG of object ids"
+        f"{what} {path} is a {mode} image; expected an 8-bit palette (P) or greyscale (L) PNG of object ids"
     )
 
 
@@ -85,7 +86,7 @@ def object_ids(labels: np.ndarray) -> list[int]:
 def as_label_mask(mask, what: str = "mask") -> np.ndarray:
     """A label mask uint8 ``[H, W]`` from a PNG path, an integer / bool array or a tensor; ``what`` names it in errors."""
     if isinstance(mask, (str, os.PathLike)):
-        return read_label_png(mask)
+        return read_label_png(mask, what=what)
     if hasattr(mask, "cpu"):  # a torch tensor
         mask = mask.cpu().numpy()
     mask = np.asarray(mask)

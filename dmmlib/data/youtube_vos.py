@@ -16,13 +16,13 @@ names (``00005.png`` annotates the frame ``00005.jpg``).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from dmmlib.data.images import check_consecutive, list_images
 from dmmlib.data.sequence import ObjectInfo, VOSDataset, VOSSequence
 from dmmlib.errors import DMMInputError
+from dmmlib.fileio import plain_name, read_json_file
 
 
 class YouTubeVOSSequence(VOSSequence):
@@ -51,22 +51,24 @@ class YouTubeVOSDataset(VOSDataset):
     def __init__(self, root: str | os.PathLike, split: str = "train",
                  all_frames_root: str | os.PathLike | None | bool = None):
         self.root = Path(root)
-        self.split = split
+        self.split = plain_name(split, "split")
         self.split_dir = self.root / split
         if not self.split_dir.is_dir():
             raise DMMInputError(f"YouTube-VOS split folder {self.split_dir} does not exist")
         meta_path = self.split_dir / "meta.json"
         if not meta_path.is_file():
             raise DMMInputError(f"YouTube-VOS meta file {meta_path} does not exist; expected {{'videos': {{...}}}}")
+        meta = read_json_file(meta_path, "YouTube-VOS meta file")
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
             videos = meta["videos"]
             if not isinstance(videos, dict):
                 raise TypeError("'videos' is not a mapping")
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
+        except (KeyError, TypeError) as error:
             raise DMMInputError(f"{meta_path} is not a YouTube-VOS meta file ({error}); expected {{'videos': {{...}}}}") from None
         if not videos:
             raise DMMInputError(f"{meta_path} lists no videos")
+        for name in videos:
+            plain_name(name, f"{meta_path}: video")
         self.meta_path = meta_path
         self.videos = videos
         self.names = sorted(videos)

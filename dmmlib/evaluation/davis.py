@@ -32,8 +32,13 @@ from dmmlib.data.davis import RESOLUTION, annotation_folder, frame_folder, read_
 from dmmlib.data.masks import VOID_LABEL, read_label_png
 from dmmlib.errors import DMMInputError
 from dmmlib.evaluation.metrics import Statistics, boundary_f, db_statistics, jaccard
-from dmmlib.evaluation.results import read_result, write_scores_json
-from dmmlib.fileio import atomic_write_with, refuse_overwrite
+from dmmlib.evaluation.results import (
+    check_json_path,
+    read_result,
+    scores_json_text,
+    write_scores_json,
+)
+from dmmlib.fileio import check_destinations, plain_name, staged_files
 
 GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
 PER_SEQUENCE_COLUMNS = ("Sequence", "J-Mean", "F-Mean")
@@ -213,8 +218,9 @@ def evaluate_davis(
 
 
 def csv_paths(results_dir: str | os.PathLike, split: str) -> tuple[Path, Path]:
-    """Where the official script puts its tables: inside the results folder."""
+    """Where the official script puts its tables: inside the results folder (``split`` is a plain name)."""
     results_dir = Path(results_dir)
+    split = plain_name(split, "split")
     return results_dir / f"global_results-{split}.csv", results_dir / f"per-sequence_results-{split}.csv"
 
 
@@ -225,20 +231,39 @@ def score_tables(result: DavisEvaluation):
     return table_g, table_s
 
 
+def output_paths(results_dir: str | os.PathLike, split: str, json_path: str | os.PathLike | None = None,
+                 force: bool = False) -> dict[Path, str]:
+    """``{path: what}`` of everything a DAVIS evaluation writes, each checked (:func:`dmmlib.fileio.check_destinations`).
+
+    Call it before evaluating: a refusal then comes before the (long) evaluation, not after it.
+    """
+    global_path, sequence_path = csv_paths(results_dir, split)
+    outputs = {global_path: "results table", sequence_path: "results table"}
+    if json_path is not None:
+        outputs[check_json_path(json_path, force)] = "JSON file"
+    check_destinations(outputs, force)
+    return outputs
+
+
 def write_official_csvs(
-    result: DavisEvaluation, results_dir: str | os.PathLike, split: str, force: bool = False
+    result: DavisEvaluation, results_dir: str | os.PathLike, split: str, force: bool = False,
+    json_path: str | os.PathLike | None = None,
 ) -> tuple[Path, Path]:
     """Write ``global_results-<split>.csv`` and ``per-sequence_results-<split>.csv`` into ``results_dir``.
 
-    Same bytes as the official ``to_csv(index=False, float_format="%.3f")``; each
-    written atomically. Refuses if either exists, unless ``force``.
+    Same bytes as the official ``to_csv(index=False, float_format="%.3f")``. With ``json_path``
+    every figure also goes there at full precision (:func:`result_to_json_dict`). All files are
+    checked first (:func:`output_paths`: existing ones are refused unless ``force``) and written
+    all or nothing. Returns the two CSV paths.
     """
+    output_paths(results_dir, split, json_path, force)
     global_path, sequence_path = csv_paths(results_dir, split)
-    for path in (global_path, sequence_path):
-        refuse_overwrite(path, force, what="results table")
     table_g, table_s = score_tables(result)
-    atomic_write_with(global_path, lambda tmp: table_g.to_csv(tmp, index=False, float_format="%.3f"))
-    atomic_write_with(sequence_path, lambda tmp: table_s.to_csv(tmp, index=False, float_format="%.3f"))
+    with staged_files() as batch:
+        table_g.to_csv(batch.path(global_path), index=False, float_format="%.3f")
+        table_s.to_csv(batch.path(sequence_path), index=False, float_format="%.3f")
+        if json_path is not None:
+            batch.path(json_path).write_text(scores_json_text(result_to_json_dict(result)), encoding="utf-8")
     return global_path, sequence_path
 
 

@@ -33,10 +33,20 @@ DEFAULT_BOUND_TH = 0.008
 # ----------------------------------------------------------------------------- input checks
 
 
+def _check_mask_values(mask: np.ndarray, name: str) -> None:
+    """A mask must be bool, integer or float (non-zero = foreground), and a float one finite."""
+    if mask.dtype.kind not in "biuf":
+        raise DMMInputError(f"{name} has dtype {mask.dtype}; expected a bool, integer or float mask (non-zero = object)")
+    if mask.dtype.kind == "f" and not np.isfinite(mask).all():
+        raise DMMInputError(f"{name} holds NaN or infinite values; expected a binary mask (bool, or 0 / 1)")
+
+
 def _as_masks(gt, pred, void=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Cast ``gt``/``pred``/``void`` to bool and check they are equal ``[H, W]`` or ``[T, H, W]``."""
     gt = np.asarray(gt)
     pred = np.asarray(pred)
+    _check_mask_values(gt, "gt")
+    _check_mask_values(pred, "pred")
     if gt.ndim not in (2, 3):
         raise DMMInputError(f"gt must be a mask [H, W] or a stack [T, H, W]; got shape {gt.shape}")
     if pred.shape != gt.shape:
@@ -45,6 +55,7 @@ def _as_masks(gt, pred, void=None) -> tuple[np.ndarray, np.ndarray, np.ndarray |
         raise DMMInputError(f"gt has shape {gt.shape}; masks need at least one pixel")
     if void is not None:
         void = np.asarray(void)
+        _check_mask_values(void, "void")
         if void.shape != gt.shape:
             raise DMMInputError(f"void has shape {void.shape} but gt has shape {gt.shape}; they must be equal")
         void = void.astype(bool, copy=False)
@@ -116,7 +127,9 @@ def boundary_map(mask) -> np.ndarray:
     origin (background pixels left of / above an object are boundary pixels), and
     the bottom-right corner pixel is never a boundary.
     """
-    mask = np.asarray(mask).astype(bool)
+    mask = np.asarray(mask)
+    _check_mask_values(mask, "mask")
+    mask = mask.astype(bool)
     if mask.ndim < 2 or mask.shape[-1] == 0 or mask.shape[-2] == 0:
         raise DMMInputError(f"mask must be [H, W] or [T, H, W] with at least one pixel; got shape {mask.shape}")
     pad = [(0, 0)] * (mask.ndim - 2) + [(0, 1), (0, 1)]
@@ -243,9 +256,15 @@ def db_statistics(per_frame) -> Statistics:
       their end frames. T = 1 gives 0; for T > 256 the uint8 wrap of the official
       ids is reproduced (T = 257 empties the last bin, so decay is NaN).
     """
-    x = np.asarray(per_frame, dtype=np.float64)
+    try:
+        x = np.asarray(per_frame, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DMMInputError(f"per_frame must be a 1-D array of scores [T]; got {type(per_frame).__name__}") from None
     if x.ndim != 1 or x.size == 0:
         raise DMMInputError(f"per_frame must be a non-empty 1-D array of scores [T]; got shape {x.shape}")
+    if ((x < 0) | (x > 1) | np.isinf(x)).any():
+        raise DMMInputError("per_frame holds scores outside [0, 1]; expected J or F per frame (NaN marks a frame "
+                            "without a score)")
     ids = decay_bin_ids(x.size)
     first_bin = x[ids[0] : ids[1] + 1]
     last_bin = x[ids[3] : ids[4] + 1]

@@ -3,7 +3,8 @@
 Every evaluator (DAVIS, YouTube-VOS, SegTrack v2) reads result frames through
 :func:`read_result` and finds a video's folder with :func:`result_folder`, so a result
 of the wrong size, or holding ids the sequence does not have, is refused the same way
-everywhere; scores are written with :func:`write_scores_json` (NaN as ``null``).
+everywhere; scores are written with :func:`write_scores_json` (NaN as ``null``), to a path
+checked by :func:`check_json_path`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from dmmlib.data.masks import VOID_LABEL, read_label_png
 from dmmlib.errors import DMMInputError
-from dmmlib.fileio import atomic_write_text, refuse_overwrite
+from dmmlib.fileio import atomic_write_text, check_destination
 
 
 def result_folder(results_dir: str | os.PathLike, name: str) -> Path:
@@ -40,9 +41,11 @@ def read_result(path: str | os.PathLike, shape: tuple[int, int], annotation: str
     """
     path = Path(path)
     against = f" for annotation {annotation}" if annotation is not None else ""
+    if path.is_dir():
+        raise DMMInputError(f"result {path} is a folder; expected a label PNG{against}")
     if not path.is_file():
         raise DMMInputError(f"result frame {path} is missing; expected a label PNG{against}")
-    labels = read_label_png(path)
+    labels = read_label_png(path, what="result")
     if labels.shape != tuple(shape):
         raise DMMInputError(
             f"result {path} is {labels.shape[0]}x{labels.shape[1]} (HxW) but the ground truth{against} is "
@@ -79,12 +82,25 @@ def _clean(value):
     return finite_or_none(value)
 
 
-def write_scores_json(scores: dict, path: str | os.PathLike, force: bool = False) -> Path:
-    """Write ``scores`` (nested dicts / lists of numbers and strings) as JSON, NaN as null, atomically.
-
-    An existing ``path`` is refused unless ``force``.
-    """
+def check_json_path(path: str | os.PathLike, force: bool = False) -> Path:
+    """Check where a scores JSON goes: a name ending in ``.json`` (so that it can never replace a result PNG
+    or a table), not a folder, new unless ``force``, in a writable folder."""
     path = Path(path)
-    refuse_overwrite(path, force, what="JSON file")
-    atomic_write_text(path, json.dumps(_clean(scores), indent=1, ensure_ascii=False, allow_nan=False) + "\n")
+    if path.suffix.lower() != ".json":
+        raise DMMInputError(f"JSON file {path} does not end in .json; expected a file name like scores.json")
+    return check_destination(path, force, what="JSON file")
+
+
+def scores_json_text(scores: dict) -> str:
+    """``scores`` (nested dicts / lists of numbers and strings) as JSON text, NaN as null."""
+    return json.dumps(_clean(scores), indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def write_scores_json(scores: dict, path: str | os.PathLike, force: bool = False) -> Path:
+    """Write ``scores`` as JSON (:func:`scores_json_text`) to ``path`` atomically.
+
+    ``path`` is checked by :func:`check_json_path`: an existing file is refused unless ``force``.
+    """
+    path = check_json_path(path, force)
+    atomic_write_text(path, scores_json_text(scores))
     return path

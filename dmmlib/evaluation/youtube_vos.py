@@ -9,7 +9,6 @@ frames after its template frame, and G = mean(J_seen, J_unseen, F_seen, F_unseen
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,16 +17,23 @@ from dmmlib.data.youtube_vos import YouTubeVOSDataset
 from dmmlib.errors import DMMInputError
 from dmmlib.evaluation.metrics import boundary_f, jaccard, youtube_vos_scores
 from dmmlib.evaluation.results import read_result, result_folder
+from dmmlib.fileio import plain_name, read_json_file
 
 
 def seen_categories_of(root, split: str = "train") -> set[str]:
     """The categories of ``<root>/<split>/meta.json`` (the training set's: "seen")."""
-    path = Path(root) / split / "meta.json"
+    path = Path(root) / plain_name(split, "seen split") / "meta.json"
     if not path.is_file():
         raise DMMInputError(f"{path} does not exist; seen categories are those of the training split's meta.json")
-    meta = json.loads(path.read_text(encoding="utf-8"))
-    return {str(o["category"]) for v in meta.get("videos", {}).values() for o in v.get("objects", {}).values()
-            if o.get("category") is not None}
+    meta = read_json_file(path, "YouTube-VOS meta file")
+    if not isinstance(meta, dict):
+        raise DMMInputError(f"{path} is not a YouTube-VOS meta file; expected {{'videos': {{...}}}}")
+    try:
+        return {str(o["category"]) for v in meta.get("videos", {}).values() for o in v.get("objects", {}).values()
+                if o.get("category") is not None}
+    except (AttributeError, TypeError) as error:
+        raise DMMInputError(f"{path} is not a YouTube-VOS meta file ({error}); expected "
+                            "{'videos': {video: {'objects': {id: {'category': ...}}}}}") from None
 
 
 def evaluate_youtube_vos(root, split: str, results_dir, seen_categories=None, seen_split: str = "train") -> dict:

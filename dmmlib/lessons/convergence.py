@@ -12,49 +12,36 @@ Chapter 3 of the book and its report card use these helpers:
   and time;
 * :func:`gap_curves` -- the gap of the running average X^ to the optimum over the outer
   iterations, for several step sizes and numbers of projection rounds;
-* :func:`convergence_explorer` -- the interactive explorer: live ``ipywidgets`` sliders in
-  Jupyter, and in the static book a self-contained HTML/JavaScript explorer over
-  pre-computed results (no kernel, no network).
+* :func:`convergence_explorer` -- the interactive explorer, described once
+  (:func:`convergence_description`) and shown by either host of :mod:`dmmlib.lessons.interactive`:
+  live in Jupyter (the kernel runs ``dmm_match`` per move), and in the static book over
+  pre-computed states (no kernel, no network).
 
 Costs are ``[B, n, m]`` (problems x templates x proposals), float64.
 """
 
 from __future__ import annotations
 
-import html
 import itertools
-import json
 import sys
 from dataclasses import dataclass
 from typing import Mapping
 
-import ipywidgets
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-from IPython.display import display
 from torch import Tensor
 
 from dmmlib import matchers, matching, projections
 from dmmlib.errors import DMMInputError
+from dmmlib.lessons.interactive import Computed, Explorer, control, fixed, note, sci, show_explorer, sig
 from dmmlib.lessons.results import remember
-from dmmlib.lessons.settings import CONVERGENCE_STUDY
+from dmmlib.lessons.settings import CONVERGENCE_EXPLORER, CONVERGENCE_STUDY
 from dmmlib.lessons.toy import solve_lp_relaxation
-from dmmlib.lessons.viz import embedded_script, new_dom_id, running_live
 from dmmlib.matchers import hungarian_match
 from dmmlib.matching import dmm_match, lp_objective
 from dmmlib.profiles import by_profile
 from dmmlib.projections import constraint_violation
-
-#: The explorer's slider values. N_grad values index pre-computed results; everything else too.
-EXPLORER_GRID = {
-    "lr": (0.02, 0.05, 0.1, 0.2, 0.5),
-    "n_grad": (5, 10, 20, 40, 80),
-    "n_proj": (1, 2, 5, 10),
-    "lam": (0.1, 0.3, 0.5, 0.7, 0.9),
-}
-
 
 # ----------------------------------------------------------------------------- problems
 
@@ -262,129 +249,184 @@ def gap_curves(cost: Tensor, lr_values, n_proj_values, n_grad: int, optimum: Ten
 
 # ----------------------------------------------------------------------------- the explorer
 
+#: What the explorer's readout shows, in order (formatted in :func:`convergence_state`).
+CONVERGENCE_READOUT = ("Tr(C X\u0302\u1d40) =", "LP optimum =", "|gap| =", "violation =", "argmax = Hungarian:",
+                       "true objects picked:", "Theorem 1: \u03b1 <", "max X\u0302 =")
 
-def explorer_data(problems: RealisticCosts, grid: Mapping[str, tuple] = EXPLORER_GRID) -> dict:
-    """Pre-compute everything the static explorer shows, as plain JSON-ready lists.
 
-    For every (lr, n_proj, lam, problem): X^ at each N_grad of the grid, and the |gap| curve
-    of the running average up to the largest N_grad. For every (lam, problem): the cost
-    matrix, its LP optimum and the Hungarian assignment.
+def sample_iterations(max_n_grad: int, n_grads=()) -> list[int]:
+    """The outer iterations at which the explorer's gap curve is drawn: 1..10, then 30 log-spaced up to ``max_n_grad``.
+
+    Every N_grad of the grid (``n_grads``) is included, so the curve ends exactly at the chosen N_grad.
     """
-    lams, n_grads = list(grid["lam"]), sorted(grid["n_grad"])
-    n_seeds = problems.cosine.shape[0]
-    costs = torch.cat([problems.with_lambda(lam) for lam in lams])  # [L * S, n, m], lam-major
-    optimum = lp_optimum(costs)
-    hungarian = hungarian_match(costs).argmax(-1)
-    runs = {}
-    for lr, n_proj in itertools.product(grid["lr"], grid["n_proj"]):
-        with torch.no_grad():
-            _, trace = dmm_match(costs, n_grad=n_grads[-1], n_proj=n_proj, lr=lr, return_trace=True)
-            x_by_n_grad = [dmm_match(costs, n_grad=k, n_proj=n_proj, lr=lr) for k in n_grads]
-        gap = (trace.objective_average - optimum).abs()  # [N, L * S]
-        for index in range(costs.shape[0]):
-            lam, seed = lams[index // n_seeds], index % n_seeds
-            runs[f"{lr}|{n_proj}|{lam}|{seed}"] = {
-                "x": [np.round(x[index].numpy(), 4).tolist() for x in x_by_n_grad],
-                "gap": [float(f"{v:.3g}") for v in gap[:, index].tolist()],
-            }
-    problems_json = {}
-    for index in range(costs.shape[0]):
-        lam, seed = lams[index // n_seeds], index % n_seeds
-        problems_json[f"{lam}|{seed}"] = {
-            "cost": np.round(costs[index].numpy(), 4).tolist(),
-            "optimum": float(optimum[index]),
-            "hungarian": hungarian[index].tolist(),
-        }
-    return {"grid": {k: list(v) for k, v in grid.items()}, "n_seeds": n_seeds, "runs": runs,
-            "problems": problems_json}
+    if max_n_grad < 1:
+        raise DMMInputError(f"max_n_grad={max_n_grad!r}; expected a positive integer")
+    spaced = np.unique(np.round(np.logspace(0, np.log10(max_n_grad), 30)).astype(int))
+    return sorted({*range(1, min(10, max_n_grad) + 1), *spaced.tolist(), *n_grads, max_n_grad})
 
 
-class _ExplorerHTML:
-    def __init__(self, markup: str):
-        self.data = markup
+@dataclass
+class _Problem:
+    cost: Tensor        # [n, m]
+    optimum: float
+    hungarian: Tensor   # [n]
+    true: Tensor        # [n]
+    key: str
 
-    def _repr_html_(self) -> str:
-        return self.data
+    @property
+    def bound(self) -> float:
+        """Theorem 1's step bound min(15 r0, r0 / ||C||_F), with r0 = sqrt(n) (X^0 = 0)."""
+        r0 = float(np.sqrt(self.cost.shape[0]))
+        return min(15 * r0, r0 / torch.linalg.matrix_norm(self.cost).item())
+
+    def table(self) -> dict:
+        return {"cost": np.round(self.cost.numpy(), 3).tolist(), "optimum": self.optimum,
+                "hungarian": self.hungarian.tolist(), "true": self.true.tolist()}
 
 
-def static_explorer(data: dict, title: str = "Convergence explorer") -> _ExplorerHTML:
-    """A self-contained HTML/JavaScript explorer over :func:`explorer_data` (no kernel, no network).
+class _ExplorerProblems:
+    """The explorer's problems by (size, lambda, seed), with their LP optimum and Hungarian assignment, cached."""
 
-    Five range sliders (alpha, N_grad, N_proj, lambda, problem) pick a pre-computed run; the
-    page draws X^ as a heat map (Hungarian's choice boxed, each row's argmax dotted), the gap
-    curve on a log scale, and the objective, the LP optimum and the constraint violation.
+    def __init__(self, sizes, n_seeds: int, seed: int = 2019):
+        self.realistic = {tuple(size): realistic_costs(n_seeds, *size, seed=seed) for size in sizes}
+        self.cache: dict[tuple, _Problem] = {}
+
+    def get(self, keys) -> dict[tuple, _Problem]:
+        missing = sorted({k for k in keys if k not in self.cache}, key=str)
+        for size in {k[0] for k in missing}:
+            wanted = [k for k in missing if k[0] == size]
+            costs = torch.stack([self.realistic[size].with_lambda(lam)[seed] for _, lam, seed in wanted])
+            optima, hungarian = lp_optimum(costs), hungarian_match(costs).argmax(-1)
+            for index, (size_, lam, seed) in enumerate(wanted):
+                self.cache[(size_, lam, seed)] = _Problem(costs[index], float(optima[index]), hungarian[index],
+                                                          self.realistic[size].true_proposal[seed],
+                                                          f"{size_[0]}x{size_[1]}|{lam}|{seed}")
+        return {k: self.cache[k] for k in keys}
+
+
+#: The notes of the convergence explorer (raised by :func:`convergence_state`).
+CONVERGENCE_NOTES = {
+    "diverged": ("This setting does not converge: X\u0302 is {violation} outside the feasible set (constraint "
+                 "violation \u2265 1). With N_proj = {n_proj} projection round(s) per step, Dykstra cannot undo steps "
+                 "of \u03b1 = {lr}, and the iterates settle outside the set."),
+    "stalled": ("The gap did not shrink over the second half of the iterations ({early} at i = {half}, "
+                "{late} at i = {k})."),
+    "below": ("Tr(C X\u0302\u1d40) is below the LP optimum, which no feasible point can reach: X\u0302 has drifted "
+              "out of the feasible set (violation {violation})."),
+    "above_one": ("X\u0302 leaves [0, 1]: its largest entry is {x_max}. Entries above 1 are drawn in pink, off the "
+                  "colour scale."),
+    "step_bound": "\u03b1 = {lr} is above Theorem 1's step bound r0 / \u2016C\u2016_F = {bound} for this problem.",
+}
+
+
+def _convergence_notes(setting: Mapping, problem: _Problem, objective: float, violation: float, x_max: float,
+                       gap: Tensor) -> list:
+    lr, n_proj, k = setting["lr"], setting["n_proj"], setting["n_grad"]
+    notes = []
+    if violation >= 1:
+        notes.append(note("diverged", violation=f"{violation:.2f}", n_proj=n_proj, lr=f"{lr:g}"))
+        half = max(1, k // 2)
+        if k >= 10 and gap[k - 1] >= gap[half - 1]:
+            notes.append(note("stalled", early=f"{gap[half - 1]:.3g}", half=half, late=f"{gap[k - 1]:.3g}", k=k))
+    elif objective < problem.optimum - 1e-9:
+        notes.append(note("below", violation=f"{violation:.2g}"))
+    if round(x_max, 2) > 1:  # the heat map holds X^ in hundredths: these entries are drawn above 1
+        notes.append(note("above_one", x_max=f"{x_max:.3f}"))
+    if lr > problem.bound:
+        notes.append(note("step_bound", lr=f"{lr:g}", bound=f"{problem.bound:.3f}"))
+    return notes
+
+
+def convergence_state(setting: Mapping, problem: _Problem, X_hat: Tensor, gap: Tensor, run_key: str) -> dict:
+    """The JSON state of one explorer setting: X^ (in hundredths), its row argmax, the numbers and notes.
+
+    ``gap`` [N_grad] is |Tr(C X^T) - LP optimum| of the running average after each outer iteration.
     """
-    root_id = new_dom_id()
-    labels = {"lr": "step size alpha", "n_grad": "N_grad", "n_proj": "N_proj", "lam": "lambda (Eq. 1)",
-              "seed": "problem"}
-    defaults = {"lr": data["grid"]["lr"].index(0.1) if 0.1 in data["grid"]["lr"] else 0,
-                "n_grad": data["grid"]["n_grad"].index(40) if 40 in data["grid"]["n_grad"] else 0,
-                "n_proj": data["grid"]["n_proj"].index(5) if 5 in data["grid"]["n_proj"] else 0,
-                "lam": data["grid"]["lam"].index(0.3) if 0.3 in data["grid"]["lam"] else 0, "seed": 0}
-    counts = {**{k: len(v) for k, v in data["grid"].items()}, "seed": data["n_seeds"]}
-    sliders = "\n".join(
-        f'<label style="display:inline-block;margin:2px 14px 2px 0">{html.escape(labels[name])} '
-        f'<input type="range" data-name="{name}" min="0" max="{counts[name] - 1}" step="1" '
-        f'value="{defaults[name]}" aria-label="{html.escape(labels[name])}"> '
-        f'<output data-name="{name}"></output></label>'
-        for name in ("lr", "n_grad", "n_proj", "lam", "seed"))
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
-    markup = f"""<div class="dmm-explorer" id="{root_id}" style="font-family:sans-serif;font-size:13px">
-<div style="font-weight:bold;margin-bottom:4px">{html.escape(title)}</div>
-<div>{sliders}</div>
-<div style="display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start">
-<svg class="dmm-heat" role="img" aria-label="assignment heat map"></svg>
-<svg class="dmm-curve" width="420" height="220" role="img" aria-label="convergence curve"></svg>
-</div>
-<div class="dmm-readout" style="font-family:monospace;margin-top:4px"></div>
-<script type="application/json">{payload}</script>
-<script>{embedded_script("explorer.js", root_id)}</script>
-</div>"""
-    return _ExplorerHTML(markup)
+    n = X_hat.shape[0]
+    objective = lp_objective(problem.cost, X_hat).item()
+    violation = constraint_violation(X_hat).item()
+    argmax = X_hat.argmax(-1)
+    agree = int((argmax == problem.hungarian).sum())
+    found = int((argmax == problem.true).sum())
+    x_max = X_hat.max().item()
+    readout = [fixed(objective, 4), fixed(problem.optimum, 4), sci(abs(objective - problem.optimum)), sci(violation),
+               "yes" if agree == n else f"NO ({agree} of {n} rows)", f"{found} of {n}", fixed(problem.bound, 3),
+               fixed(x_max, 3)]
+    return {"problem": problem.key, "run": run_key, "x": torch.round(X_hat * 100).to(torch.int64).tolist(),
+            "argmax": argmax.tolist(), "readout": readout,
+            "notes": _convergence_notes(setting, problem, objective, violation, x_max, gap)}
 
 
-def plot_explorer_state(cost: Tensor, lr: float, n_grad: int, n_proj: int, figure=None):
-    """Matplotlib version of one explorer state (used live): X^ heat map and the gap curve."""
-    optimum = lp_optimum(cost[None])[0]
-    with torch.no_grad():
-        X_hat, trace = dmm_match(cost, n_grad=n_grad, n_proj=n_proj, lr=lr, return_trace=True)
-    hungarian = hungarian_match(cost).argmax(-1)
-    figure = figure or plt.figure(figsize=(11, 3.4))
-    heat, curve = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1.6, 1]})
-    image = heat.imshow(X_hat.numpy(), cmap="viridis", vmin=0, vmax=1, aspect="auto")
-    for i, j in enumerate(hungarian.tolist()):
-        heat.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#e4572e", linewidth=2))
-    heat.scatter(X_hat.argmax(-1).numpy(), np.arange(cost.shape[0]), c="white", edgecolors="black", s=25)
-    heat.set(xlabel="proposal j", ylabel="template i", title=r"$\hat X$ (red: Hungarian, dot: row argmax)")
-    figure.colorbar(image, ax=heat, fraction=0.03)
-    gap = (trace.objective_average - optimum).abs().clamp_min(1e-6).numpy()
-    curve.semilogy(np.arange(1, n_grad + 1), gap)
-    curve.set(xlabel="outer iteration i", ylabel="|objective - LP optimum|", ylim=(1e-6, 10),
-              title=f"alpha={lr:g}, N_proj={n_proj}")
-    figure.tight_layout()
-    return figure
+def _convergence_compute(problems: _ExplorerProblems, iterations: list[int]):
+    def compute(settings: list[dict]) -> Computed:
+        found = problems.get([(s["size"], s["lam"], s["seed"]) for s in settings])
+        groups: dict[tuple, list[int]] = {}
+        for index, s in enumerate(settings):  # one batched dmm_match per (size, alpha, N_proj)
+            groups.setdefault((s["size"], s["lr"], s["n_proj"]), []).append(index)
+        states: list[dict | None] = [None] * len(settings)
+        tables = {"problems": {p.key: p.table() for p in found.values()}, "runs": {}}
+        for (size, lr, n_proj), members in groups.items():
+            keys = sorted({(size, settings[i]["lam"], settings[i]["seed"]) for i in members})
+            batch = [found[k] for k in keys]
+            costs = torch.stack([p.cost for p in batch])
+            optimum = torch.tensor([p.optimum for p in batch], dtype=costs.dtype)
+            n_grads = sorted({settings[i]["n_grad"] for i in members})
+            with torch.no_grad():
+                X_at = {}
+                X_at[n_grads[-1]], trace = dmm_match(costs, n_grad=n_grads[-1], n_proj=n_proj, lr=lr, return_trace=True)
+                for k in n_grads[:-1]:
+                    X_at[k] = dmm_match(costs, n_grad=k, n_proj=n_proj, lr=lr)
+            gap = (trace.objective_average - optimum).abs()  # [N_grad, B]
+            shown = [i for i in iterations if i <= n_grads[-1]]
+            for b, problem in enumerate(batch):
+                tables["runs"][f"{problem.key}|{lr}|{n_proj}"] = {"gap": [sig(gap[i - 1, b].item()) for i in shown]}
+            for index in members:
+                s = settings[index]
+                b = keys.index((size, s["lam"], s["seed"]))
+                states[index] = convergence_state(s, batch[b], X_at[s["n_grad"]][b], gap[: s["n_grad"], b],
+                                                  f"{batch[b].key}|{lr}|{n_proj}")
+        return Computed(states, tables)
+
+    return compute
 
 
-def live_explorer(problems: RealisticCosts):
-    """An ``ipywidgets`` explorer that runs :func:`dmm_match` on every slider move (needs a kernel)."""
-    def show(lr, n_grad, n_proj, lam, seed):
-        figure = plot_explorer_state(problems.with_lambda(lam)[seed], lr, n_grad, n_proj)
-        display(figure)
-        plt.close(figure)
+def convergence_description(grid: Mapping) -> Explorer:
+    """The convergence explorer, described once for both hosts (:mod:`dmmlib.lessons.interactive`).
 
-    return ipywidgets.interactive(
-        show,
-        lr=ipywidgets.FloatLogSlider(value=0.1, base=10, min=-2.5, max=0.5, step=0.1, description="alpha"),
-        n_grad=ipywidgets.IntSlider(value=40, min=1, max=400, description="N_grad"),
-        n_proj=ipywidgets.IntSlider(value=5, min=1, max=50, description="N_proj"),
-        lam=ipywidgets.FloatSlider(value=0.3, min=0.05, max=0.95, step=0.05, description="lambda"),
-        seed=ipywidgets.IntSlider(value=0, min=0, max=problems.cosine.shape[0] - 1, description="problem"),
+    ``grid`` is one profile's :data:`~dmmlib.lessons.settings.CONVERGENCE_EXPLORER`: the values of
+    every control. A state shows X^ of :func:`~dmmlib.matching.dmm_match` as a heat map (Hungarian's
+    choice boxed, the row argmax dotted, the true object ringed, a colour bar that marks values
+    above 1), the gap of the running average to the LP optimum on a log scale, the numbers of
+    :data:`CONVERGENCE_READOUT` and notes when a setting does not converge.
+    """
+    default = grid["default"]
+    sizes = [tuple(size) for size in grid["sizes"]]
+    controls = (
+        control("size", "problem size", sizes, kind="choice", symbol="size",
+                labels=[f"{n} \u00d7 {m}" + (" (the chapter's)" if (n, m) == (5, 50) else "") for n, m in sizes]),
+        control("lr", "step size \u03b1", grid["lr"], default=default["lr"], symbol="\u03b1"),
+        control("n_grad", "N_grad", grid["n_grad"], default=default["n_grad"], symbol="N_grad"),
+        control("n_proj", "N_proj", grid["n_proj"], default=default["n_proj"], symbol="N_proj"),
+        control("lam", "\u03bb (Eq. 1)", grid["lam"], default=default["lam"], symbol="\u03bb"),
+        control("seed", "problem", range(grid["seeds"]), symbol="problem"),
+    )
+    iterations = sample_iterations(max(grid["n_grad"]), grid["n_grad"])
+    return Explorer(
+        kind="convergence", title="Convergence explorer: Alg. 1 on one matching problem",
+        controls=controls, compute=_convergence_compute(_ExplorerProblems(sizes, grid["seeds"]), iterations),
+        readout=CONVERGENCE_READOUT, notes=CONVERGENCE_NOTES,
+        legend=("Heat map: X\u0302 (n templates \u00d7 m proposals). Red box: Hungarian's choice; white dot: the row "
+                "argmax of X\u0302; cyan ring: the true object (the proposal that really is the template's object). "
+                "Curve: |Tr(C X\u0302\u1d40) \u2212 LP optimum| of the running average after each outer iteration, "
+                "up to N_grad (log scales; values at the floor sit on the bottom edge as open triangles)."),
+        extra={"iterations": iterations},
     )
 
 
-def convergence_explorer(n_seeds: int = 4, n_templates: int = 4, n_proposals: int = 12, live: bool | None = None):
-    """The chapter's explorer: live sliders in Jupyter, the pre-computed HTML one in the static book."""
-    problems = realistic_costs(n_seeds, n_templates, n_proposals, seed=2019)
-    if live is None:
-        live = running_live()
-    return live_explorer(problems) if live else static_explorer(explorer_data(problems))
+def convergence_explorer(profile: str | None = None, live: bool | None = None):
+    """The chapter's explorer: live ``ipywidgets`` in Jupyter, the pre-computed page in the static book.
+
+    The controls offer the values of the profile's :data:`~dmmlib.lessons.settings.CONVERGENCE_EXPLORER`
+    in both hosts; ``live`` overrides :func:`~dmmlib.lessons.viz.running_live`.
+    """
+    return show_explorer(convergence_description(by_profile(CONVERGENCE_EXPLORER, profile)), live)

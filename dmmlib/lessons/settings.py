@@ -32,17 +32,35 @@ MATCHING_CHAPTERS = {
 #: Sizes of the convergence study per profile (read with ``by_profile``):
 #: ``n_problems`` random ``n_templates`` x ``n_proposals`` problems for the agreement table
 #: (``heavy_problems`` of them for the slow 400 x 50 settings); ``curve_problems`` for the gap
-#: curves up to ``max_n_grad`` outer iterations; ``explorer_seeds`` problems behind the
-#: explorer's "problem" slider.
+#: curves up to ``max_n_grad`` outer iterations.
 CONVERGENCE_STUDY = {
     "smoke": {"n_problems": 40, "heavy_problems": 6, "n_templates": 5, "n_proposals": 50,
-              "curve_problems": 8, "max_n_grad": 80, "explorer_seeds": 2},
+              "curve_problems": 8, "max_n_grad": 80},
     "cpu": {"n_problems": 400, "heavy_problems": 60, "n_templates": 5, "n_proposals": 50,
-            "curve_problems": 32, "max_n_grad": 200, "explorer_seeds": 4},
+            "curve_problems": 32, "max_n_grad": 200},
     "gpu": {"n_problems": 2000, "heavy_problems": 400, "n_templates": 5, "n_proposals": 50,
-            "curve_problems": 64, "max_n_grad": 400, "explorer_seeds": 6},
+            "curve_problems": 64, "max_n_grad": 400},
 }
 
+
+#: The convergence explorer of chapter 3 (read with ``by_profile``): the values each control offers,
+#: identical in the live and the static explorer. The static page holds a pre-computed state for
+#: every combination, so the grid sets its size: ``sizes`` (templates, proposals) -- the chapter's
+#: 5 x 50 and a 4 x 12 one whose heat map is easier to read; ``seeds`` problems of each size;
+#: step sizes ``lr``; ``n_grad`` and ``n_proj`` (N_grad x N_proj reaches the 400 x 50 of the
+#: chapter's "paper, longer" setting); ``lam`` the weight of Eq. 1. ``default`` is the setting
+#: shown first: the paper's 40 x 5 at alpha = 0.1 on the chapter's 5 x 50 problems.
+CONVERGENCE_EXPLORER = {
+    "smoke": {"sizes": ((5, 50), (4, 12)), "seeds": 2, "lr": (0.02, 0.1, 0.5, 2.0), "n_grad": (5, 40, 100),
+              "n_proj": (1, 5, 50), "lam": (0.1, 0.3, 0.9),
+              "default": {"lr": 0.1, "n_grad": 40, "n_proj": 5, "lam": 0.3}},
+    "cpu": {"sizes": ((5, 50), (4, 12)), "seeds": 2, "lr": (0.02, 0.05, 0.1, 0.5, 2.0),
+            "n_grad": (5, 10, 20, 40, 100, 400), "n_proj": (1, 2, 5, 20, 50), "lam": (0.1, 0.3, 0.9),
+            "default": {"lr": 0.1, "n_grad": 40, "n_proj": 5, "lam": 0.3}},
+    "gpu": {"sizes": ((5, 50), (4, 12)), "seeds": 3, "lr": (0.02, 0.05, 0.1, 0.2, 0.5, 2.0),
+            "n_grad": (5, 10, 20, 40, 100, 400), "n_proj": (1, 2, 5, 20, 50), "lam": (0.1, 0.3, 0.5, 0.9),
+            "default": {"lr": 0.1, "n_grad": 40, "n_proj": 5, "lam": 0.3}},
+}
 
 
 #: Sizes of the cost-learning experiment per profile (read with ``by_profile``): ``n_train`` training

@@ -124,10 +124,13 @@ def show_source(obj: Any) -> SourceView:
 _ids = itertools.count()
 
 
-def new_dom_id() -> str:
-    # Unique per call and per process run: the counter separates calls in one kernel, the random
-    # part separates notebooks that are rendered into the same HTML page.
-    return f"dmm-slider-{os.urandom(4).hex()}-{next(_ids)}"
+def new_dom_id(prefix: str = "dmm-slider") -> str:
+    """A DOM id unique per call and per process run.
+
+    The counter separates calls in one kernel, the random part separates notebooks that are
+    rendered into the same HTML page.
+    """
+    return f"{prefix}-{os.urandom(4).hex()}-{next(_ids)}"
 
 
 def _png_bytes(frame: Any, index: int, dpi: int) -> bytes:
@@ -208,6 +211,8 @@ def static_slider(
     start: int = 0,
     dpi: int = 100,
     close_figures: bool = True,
+    play: bool = True,
+    interval_ms: int = 500,
 ) -> _SliderHTML:
     """An interactive figure that works without a kernel: a range slider over pre-rendered frames.
 
@@ -217,6 +222,12 @@ def static_slider(
     native ``<input type=range>``, so arrow keys, Home and End work; the previous/next buttons
     are focusable. Each call gets fresh DOM ids, so many sliders can share a page. Without
     JavaScript the first frame (``start``) is shown.
+
+    With ``play`` (the default) a play/pause button steps through the frames every
+    ``interval_ms`` milliseconds and stops at the last one (a video "playing" in the static
+    page); it is a native button, so Tab reaches it and Space or Enter toggle it, and moving
+    the slider or the previous/next buttons pauses it. Playing from the last frame starts
+    again at the first.
 
     Figures are closed after rendering (``close_figures``) so that the notebook does not show
     them a second time.
@@ -231,6 +242,8 @@ def static_slider(
         raise DMMInputError(f"static_slider: got {len(labels)} labels for {len(frames)} frames; expected one label per frame")
     if not 0 <= start < len(frames):
         raise DMMInputError(f"static_slider: start={start} is outside 0..{len(frames) - 1}")
+    if isinstance(interval_ms, bool) or not isinstance(interval_ms, int) or interval_ms < 20:
+        raise DMMInputError(f"static_slider: interval_ms={interval_ms!r}; expected an integer of at least 20 (milliseconds)")
 
     pngs = [_png_bytes(frame, i, dpi) for i, frame in enumerate(frames)]
     if close_figures:
@@ -248,11 +261,13 @@ def static_slider(
     )
 
     title_html = f'<div class="dmm-slider-title" id="{dom_id}-title">{name}</div>' if title else ""
-    markup = f"""<div class="dmm-slider" id="{dom_id}" data-labels="{html.escape(json.dumps(labels))}" data-current="{start}" role="group" aria-label="{name}">
+    play_button = ('<button type="button" class="dmm-play" aria-pressed="false" aria-label="play" '
+                   'title="play the frames">&#9654;&#xFE0E; play</button>\n') if play else ""
+    markup = f"""<div class="dmm-slider" id="{dom_id}" data-labels="{html.escape(json.dumps(labels))}" data-current="{start}" data-interval="{interval_ms}" data-playing="0" role="group" aria-label="{name}">
 <style>{static_asset("slider.css")}</style>
 {title_html}
 <div class="dmm-slider-controls">
-<button type="button" class="dmm-prev" aria-label="previous frame" title="previous">&#9664;</button>
+{play_button}<button type="button" class="dmm-prev" aria-label="previous frame" title="previous">&#9664;</button>
 <input type="range" min="0" max="{len(frames) - 1}" step="1" value="{start}" aria-label="{name}: frame" aria-valuetext="{html.escape(labels[start])}">
 <button type="button" class="dmm-next" aria-label="next frame" title="next">&#9654;</button>
 <output aria-live="polite">{html.escape(labels[start])}</output>

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from dmmlib.errors import DMMInputError
-from dmmlib.fileio import atomic_write_text
+from dmmlib.fileio import atomic_write_text, read_json_file
 from dmmlib.proposals.frames import FrameProposals
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -83,24 +83,28 @@ class ProposalCache:
 SOURCE_FILE = "proposal_source.json"
 
 
-def claim_cache(cache: ProposalCache, source: dict) -> None:
-    """Record in ``cache`` which network fills it (``source``, e.g. architecture and weight digest).
+def check_claim(cache: ProposalCache, source: dict) -> bool:
+    """Whether ``cache`` is already claimed by ``source``; a cache of another (or an unrecorded) network is refused.
 
-    A cache already claimed by another source, or holding proposals of an unrecorded one,
-    is refused: the proposals of two networks must never be mixed.
+    ``source``: which network fills it, e.g. its architecture and weight digest. The proposals
+    of two networks must never be mixed.
     """
     path = cache.root / SOURCE_FILE
     if path.is_file():
-        try:
-            recorded = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            raise DMMInputError(f"{path} is not valid JSON; expected the record of the network that filled the cache") from None
+        recorded = read_json_file(path, "proposal cache record")
         if recorded != source:
+            recorded = recorded if isinstance(recorded, dict) else {}
             raise DMMInputError(
                 f"cache {cache.root} holds proposals of another network ({recorded.get('architecture')}, "
                 f"weights {str(recorded.get('weights_sha1'))[:12]}); use a new --cache folder or delete this one"
             )
-        return
+        return True
     if cache.sequences():
         raise DMMInputError(f"cache {cache.root} holds proposals of an unrecorded network (no {SOURCE_FILE}); use a new folder")
-    atomic_write_text(path, json.dumps(source, indent=1))
+    return False
+
+
+def claim_cache(cache: ProposalCache, source: dict) -> None:
+    """Record in ``cache`` which network fills it (``source``), after :func:`check_claim`."""
+    if not check_claim(cache, source):
+        atomic_write_text(cache.root / SOURCE_FILE, json.dumps(source, indent=1))

@@ -11,7 +11,8 @@ from tqdm.auto import tqdm
 from dmmlib.data.davis import frame_files, read_split
 from dmmlib.data.images import read_frame
 from dmmlib.distributed import World, world_from_env
-from dmmlib.proposals.cache import ProposalCache, claim_cache
+from dmmlib.fileio import check_apart, staged_folder
+from dmmlib.proposals.cache import ProposalCache, check_claim, claim_cache
 from dmmlib.proposals.net import ProposalNet
 
 
@@ -35,6 +36,25 @@ def _frame_batches(todo: list, batch_size: int, num_workers: int, device: torch.
                                        pin_memory=device.type == "cuda")
 
 
+def _compute_sequence(net: ProposalNet, cache: ProposalCache, seq: str, frames: list[Path], loading: tuple[int, int],
+                      source: dict, bar) -> None:
+    """The proposals of ``frames`` of ``seq``, staged and moved into the cache when all are done.
+
+    ``loading``: ``(batch_size, num_workers)`` of the DataLoader that decodes the frames.
+    """
+    folder = cache.path(seq, 0).parent  # checks the name
+    with staged_folder(folder) as staging:  # a failure mid-sequence leaves nothing of it
+        for chunk in _frame_batches([(seq, frame) for frame in frames], *loading, net.device):
+            groups: dict[tuple, list[int]] = {}  # frames of one size go through the net together
+            for k, (_, _, image) in enumerate(chunk):
+                groups.setdefault(tuple(image.shape), []).append(k)
+            for members in groups.values():
+                for k, proposals in zip(members, net.propose_batch([chunk[k][2] for k in members])):
+                    proposals.save(staging / cache.path(seq, chunk[k][1]).name)
+            bar.update(len(chunk))
+        claim_cache(cache, source)  # the record of the network goes in with its first proposals
+
+
 def compute_proposals(
     data_root: str | os.PathLike,
     split: str,
@@ -48,34 +68,31 @@ def compute_proposals(
     """Run ``net`` on every frame of every sequence of ``split`` and store the top-50 in the cache.
 
     The off-line step of Sec. 3: frames already cached are skipped, so an interrupted
-    run resumes where it stopped. With several processes (``torchrun``, or ``world``
-    given) rank ``r`` of ``W`` takes every ``W``-th sequence from the ``r``-th; the atomic
-    per-frame files mean no two writers ever see each other's half files. Frames are
+    run resumes where it stopped. Each sequence's new files are staged and moved into the
+    cache when the sequence is complete: a failure (an unreadable frame) leaves nothing of
+    that sequence, and the cache never holds half a sequence of this run. The cache must
+    lie apart from ``data_root``. With several processes (``torchrun``, or ``world``
+    given) rank ``r`` of ``W`` takes every ``W``-th sequence from the ``r``-th. Frames are
     decoded by ``num_workers`` DataLoader processes (0: in this one) and go through the net
     ``batch_size`` at a time (frames of one size in one forward pass), as uint8 to its device.
     Returns ``{"computed": ..., "skipped": ..., "sequences": ...}`` for this process.
     """
     world = world_from_env() if world is None else world
     cache = cache_root if isinstance(cache_root, ProposalCache) else ProposalCache(cache_root)
+    check_apart(cache.root, "proposal cache", {"the data folder": data_root})
     sequences = read_split(data_root, split)[world.rank::world.size]
-    claim_cache(cache, {"architecture": net.architecture, "weights_sha1": net.digest()})
-    todo = []
+    source = {"architecture": net.architecture, "weights_sha1": net.digest()}
+    check_claim(cache, source)
+    todo: dict[str, list[Path]] = {}
     skipped = 0
     for seq in sequences:
         for frame in frame_files(data_root, seq):
             if cache.has(seq, frame.stem):
                 skipped += 1
             else:
-                todo.append((seq, frame))
+                todo.setdefault(seq, []).append(frame)
     net.eval()
-    bar = tqdm(total=len(todo), desc=f"proposals {split}", disable=not progress)
-    for chunk in _frame_batches(todo, batch_size, num_workers, net.device):
-        groups: dict[tuple, list[int]] = {}  # frames of one size go through the net together
-        for k, (_, _, image) in enumerate(chunk):
-            groups.setdefault(tuple(image.shape), []).append(k)
-        for members in groups.values():
-            for k, proposals in zip(members, net.propose_batch([chunk[k][2] for k in members])):
-                cache.put(chunk[k][0], chunk[k][1], proposals)
-        bar.update(len(chunk))
-    bar.close()
-    return {"computed": len(todo), "skipped": skipped, "sequences": len(sequences)}
+    with tqdm(total=sum(map(len, todo.values())), desc=f"proposals {split}", disable=not progress) as bar:
+        for seq, frames in todo.items():
+            _compute_sequence(net, cache, seq, frames, (batch_size, num_workers), source, bar)
+    return {"computed": sum(map(len, todo.values())), "skipped": skipped, "sequences": len(sequences)}

@@ -32,7 +32,13 @@ from dmmlib.data.images import read_frame
 from dmmlib.data.masks import object_ids, read_label_png
 from dmmlib.device import pick_device
 from dmmlib.errors import DMMInputError
-from dmmlib.fileio import atomic_path, atomic_write_text, refuse_overwrite
+from dmmlib.fileio import (
+    atomic_path,
+    atomic_write_text,
+    check_apart,
+    check_destinations,
+    refuse_overwrite,
+)
 from dmmlib.profiles import by_profile
 from dmmlib.proposals.net import CHECKPOINT_FORMAT, ProposalNet
 from dmmlib.torchio import load_torch_file
@@ -334,6 +340,8 @@ def train_proposal_net(
     """
     config = train_config_for_profile() if config is None else config
     out_path = Path(out_path)
+    check_apart(out_path, "proposal-net checkpoint", {"the data folder": data_root})
+    check_destinations({out_path: "proposal-net checkpoint", loss_log_path(out_path): "loss log"}, force or resume)
     pairs = training_frames(data_root, "train")
     start_state = _start_state(out_path, config, seed, resume, force)
     torch_device = pick_device(device)

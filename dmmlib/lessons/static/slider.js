@@ -7,6 +7,10 @@
   var range = root.querySelector("input[type=range]");
   var label = root.querySelector("output");
   var labels = JSON.parse(root.getAttribute("data-labels"));
+  var playButton = root.querySelector("button.dmm-play");
+  var interval = parseInt(root.getAttribute("data-interval"), 10) || 500;
+  var timer = null;
+  function current() { return parseInt(range.value, 10); }
   function show(i) {
     i = Math.max(0, Math.min(frames.length - 1, i));
     for (var k = 0; k < frames.length; k++) { frames[k].hidden = (k !== i); }
@@ -15,8 +19,30 @@
     label.textContent = labels[i];
     root.setAttribute("data-current", String(i));
   }
-  range.addEventListener("input", function () { show(parseInt(range.value, 10)); });
-  root.querySelector("button.dmm-prev").addEventListener("click", function () { show(parseInt(range.value, 10) - 1); });
-  root.querySelector("button.dmm-next").addEventListener("click", function () { show(parseInt(range.value, 10) + 1); });
-  show(parseInt(range.value, 10));
+  function playing(on) {
+    root.setAttribute("data-playing", on ? "1" : "0");
+    if (!playButton) { return; }
+    playButton.setAttribute("aria-pressed", on ? "true" : "false");
+    playButton.setAttribute("aria-label", on ? "pause" : "play");
+    playButton.textContent = on ? "\u275a\u275a pause" : "\u25b6\ufe0e play";
+  }
+  function pause() {
+    if (timer !== null) { clearInterval(timer); timer = null; }
+    playing(false);
+  }
+  function play() {
+    if (current() >= frames.length - 1) { show(0); }
+    playing(true);
+    timer = setInterval(function () {
+      show(current() + 1);
+      if (current() >= frames.length - 1) { pause(); }  // stop at the last frame
+    }, interval);
+  }
+  range.addEventListener("input", function () { pause(); show(current()); });
+  root.querySelector("button.dmm-prev").addEventListener("click", function () { pause(); show(current() - 1); });
+  root.querySelector("button.dmm-next").addEventListener("click", function () { pause(); show(current() + 1); });
+  if (playButton) {
+    playButton.addEventListener("click", function () { if (timer !== null) { pause(); } else { play(); } });
+  }
+  show(current());
 })();
