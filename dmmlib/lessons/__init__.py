@@ -11,7 +11,8 @@
 * :mod:`~dmmlib.lessons.head_study` -- how the paper's plain head and the pass-through head start to learn (chapter 8);
 * :mod:`~dmmlib.lessons.table4` -- Table 4 on our benchmark: rows, baselines, evaluation units (chapter 9);
 * :mod:`~dmmlib.lessons.table4_report` -- its summaries per difficulty, paired comparisons, targets, curves;
-* :mod:`~dmmlib.lessons.stats` -- the paired bootstrap over seeds and videos;
+* :mod:`~dmmlib.lessons.stats` -- paired differences with an interval over seeds and videos;
+* :mod:`~dmmlib.lessons.verdicts` -- the report card's one verdict rule;
 * :mod:`~dmmlib.lessons.real_benchmarks` -- the paper's targets and the reproduction commands (chapter 10);
 * :mod:`~dmmlib.lessons.fixtures` -- tiny datasets in the real DAVIS / YouTube-VOS / SegTrack v2 formats;
 * ``static/`` -- the JavaScript and CSS the static (kernel-free) figures embed.
