@@ -59,3 +59,14 @@ def verdict(result: str, expected: str) -> str:
     if result in EXPECTATIONS[expected]:
         return "reproduces"
     return "inconclusive" if result == "inconclusive" else "does not reproduce"
+
+
+def styled_card(table, verdict_column: str = "verdict"):
+    """``table`` (a DataFrame) as a Styler: verdicts colour-coded, long text wrapped, no index."""
+    def colour(value):
+        return f"background-color: {VERDICT_COLOURS.get(value, '#ffffff')}; font-weight: 600"
+
+    return (table.style.hide(axis="index").map(colour, subset=[verdict_column])
+            .set_properties(**{"white-space": "normal", "text-align": "left", "vertical-align": "top"})
+            .set_table_styles([{"selector": "th", "props": "text-align: left"},
+                               {"selector": "td", "props": "max-width: 22em; padding: 0.3em 0.6em"}]))
