@@ -27,8 +27,10 @@ MINIMAL_EFFECT = 1.0
 OUTCOMES = ("better", "worse", "alike", "inconclusive")
 EXPECTATIONS = {"better": ("better",), "worse": ("worse",), "alike": ("alike",), "not better": ("alike", "worse")}
 VERDICTS = ("reproduces", "does not reproduce", "inconclusive")
-VERDICT_COLOURS = {"reproduces": "#d9f2d9", "does not reproduce": "#f8d7d3", "inconclusive": "#fff1c2",
-                   "not checked": "#e8e8e8"}
+# green: holds; red: does not; yellow: cannot tell; grey: not measured (verdicts, and the checks' results)
+_GREEN, _RED, _YELLOW, _GREY = "#d9f2d9", "#f8d7d3", "#fff1c2", "#e8e8e8"
+VERDICT_COLOURS = {"reproduces": _GREEN, "does not reproduce": _RED, "inconclusive": _YELLOW, "not checked": _GREY,
+                   "met": _GREEN, "missed": _RED, "not resolved": _YELLOW, "no data": _GREY}
 
 
 def outcome(estimate: PairedEstimate, minimal_effect: float = MINIMAL_EFFECT) -> str:
