@@ -62,6 +62,8 @@ book: check-profile setup
 	    echo "dmmlib changed since the last build: re-executing every notebook"; rm -rf _build/.jupyter_cache; fi; \
 	  echo "$$hash" > _build/.library-hash
 	DMM_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going
+	@# A page shows no stderr, no /tmp/ path and no printed dict (tests/test_book_html.py checks the scanner).
+	$(PY) -m dmmlib.lessons.check_html _build/html
 	@echo "book: _build/html/index.html ($(PROFILE) profile)"
 
 # JupyterLab on the book: the explorers run live, each move computed by the kernel (PROFILE=smoke|cpu|gpu).
