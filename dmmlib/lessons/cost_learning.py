@@ -44,14 +44,31 @@ from dmmlib.profiles import by_profile
 __all__ = [
     "MATCHERS", "AppearanceProblems", "appearance_change_problems", "EmbeddingCost",
     "matching_loss", "assignment_accuracy", "training_step", "TrainingRun", "train_cost", "subspace_gain",
+    "row_softmax", "CONTROL",
 ]
 
+
+def row_softmax(cost: Tensor, tau: float = 0.1) -> Tensor:
+    """softmax(-C / tau) along each row: a soft choice per template, no column constraint.
+
+    ``cost`` [B, n, m] -> [B, n, m]. Not a matching layer: two templates may pick the same
+    proposal. Chapter 4 trains through it as a control, to see what the matching layer adds to
+    the loss's own signal.
+    """
+    return torch.softmax(-cost / tau, dim=-1)
+
+
 #: The differentiable matchers a cost can be trained through, with their settings: the paper's
-#: Alg. 1 (Sec. 4.1: N_grad = 40, N_proj = 5, alpha = 0.1) and the entropic (Sinkhorn) layer.
+#: Alg. 1 (Sec. 4.1: N_grad = 40, N_proj = 5, alpha = 0.1) and the entropic (Sinkhorn) layer; and,
+#: as a control, a per-row softmax with no matching layer.
 MATCHERS = {
     "dmm": {"fn": dmm_match, "kwargs": dict(PAPER_SETTINGS)},
     "sinkhorn": {"fn": sinkhorn_match, "kwargs": {"tau": 0.1, "n_iter": 50}},
+    "row-softmax": {"fn": row_softmax, "kwargs": {"tau": 0.1}},
 }
+#: The control of chapter 4's learning runs: the same loss with no matching layer at all.
+CONTROL = "per-row softmax (no matching layer)"
+
 
 # proposal kinds, for figures
 OBJECT, LOOK_ALIKE, CLUTTER = 0, 1, 2
@@ -335,11 +352,13 @@ def _train(train, test, matcher, steps, batch_size, lr, eval_every, seed, matche
     return run
 
 
-#: The runs of chapter 4 (cited by the report card): Alg. 1 and the Sinkhorn layer at two temperatures.
+#: The runs of chapter 4 (cited by the report card): Alg. 1, the Sinkhorn layer at two temperatures,
+#: and the control with no matching layer.
 LEARNING_SETTINGS = {
     "Alg. 1 (40 x 5)": ("dmm", {}),
     "Sinkhorn, τ = 0.1": ("sinkhorn", {"tau": 0.1}),
     "Sinkhorn, τ = 0.05": ("sinkhorn", {"tau": 0.05}),
+    CONTROL: ("row-softmax", {}),
 }
 
 
