@@ -12,6 +12,7 @@ from dmmlib.lessons.cost_learning import (
     appearance_change_problems,
     assignment_accuracy,
     matching_loss,
+    row_softmax,
     subspace_gain,
     train_cost,
     training_step,
@@ -74,7 +75,7 @@ def test_gradients_reach_the_embedding_through_dmm_match():
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("matcher", ["dmm", "sinkhorn"])
+@pytest.mark.parametrize("matcher", ["dmm", "sinkhorn", "row-softmax"])
 def test_one_training_step_reduces_the_loss_on_a_fixed_batch(matcher):
     p = appearance_change_problems(16, seed=7)
     model = EmbeddingCost(p.template_features.shape[-1])
@@ -85,6 +86,14 @@ def test_one_training_step_reduces_the_loss_on_a_fixed_batch(matcher):
         entry = MATCHERS[matcher]
         after = matching_loss(entry["fn"](model(p), **entry["kwargs"]), p.true_proposal).item()
     assert after < before
+
+
+def test_the_control_is_a_per_row_softmax_with_no_column_constraint():
+    cost = torch.tensor([[[0.0, 1.0, 2.0], [0.0, 1.0, 2.0]]])  # both templates prefer proposal 0
+    X = row_softmax(cost, tau=0.5)
+    expected = torch.exp(-cost[0, 0] / 0.5) / torch.exp(-cost[0, 0] / 0.5).sum()
+    assert torch.allclose(X[0, 0], expected) and torch.allclose(X[0, 1], expected)
+    assert X[0, :, 0].sum() > 1.5  # column sums are not limited: both rows choose proposal 0
 
 
 def test_train_cost_is_deterministic_and_improves_held_out_accuracy():
