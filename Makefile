@@ -50,12 +50,17 @@ browser:
 check-profile:
 	@case "$(PROFILE)" in smoke|cpu|gpu) ;; *) echo "error: PROFILE=$(PROFILE); expected smoke, cpu or gpu" >&2; exit 2;; esac
 
+# The per-cell time limit follows the profile (tools/book_timeouts.py: a day per cell for PROFILE=gpu, whose
+# cells train for hours unless `python -m dmmlib.lessons.run all` filled the caches first).
 # The execution cache keys on notebook source, not on DMM_PROFILE: outputs of one profile must
 # not be served for another, so a build in a different profile than the last one starts afresh.
+# A dry run of the gpu profile (DMM_DRY_RUN=1) is a build of its own: its outputs never pass for a real one's.
+BUILD_TAG := $(PROFILE)$(if $(filter 1,$(DMM_DRY_RUN)),-dry-run,)
+
 book: check-profile setup
-	@if [ -f _build/.profile ] && [ "$$(cat _build/.profile)" != "$(PROFILE)" ]; then \
-	  echo "_build holds a $$(cat _build/.profile)-profile build; starting afresh for PROFILE=$(PROFILE)"; rm -rf _build; fi
-	@mkdir -p _build && echo "$(PROFILE)" > _build/.profile
+	@if [ -f _build/.profile ] && [ "$$(cat _build/.profile)" != "$(BUILD_TAG)" ]; then \
+	  echo "_build holds a $$(cat _build/.profile)-profile build; starting afresh for $(BUILD_TAG)"; rm -rf _build; fi
+	@mkdir -p _build && echo "$(BUILD_TAG)" > _build/.profile
 	@# Cached outputs were computed by the library as it was then: drop them when dmmlib (configs included) changes.
 	@hash=$$(cat $$(git ls-files -co --exclude-standard dmmlib pyproject.toml 2>/dev/null | sort) 2>/dev/null | sha256sum | cut -c1-16); \
 	  if [ -f _build/.library-hash ] && [ "$$(cat _build/.library-hash)" != "$$hash" ]; then \

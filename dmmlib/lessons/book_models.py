@@ -136,6 +136,16 @@ def prepare_proposals(profile: str | None = None, progress: bool = False) -> Pro
     return _PREPARED[work]
 
 
+def proposals_prepared(profile: str | None = None) -> bool:
+    """Whether :func:`prepare_proposals` of ``profile`` has finished (f_theta's file is written last)."""
+    return any(proposal_work_dir(profile).glob("f_theta-*.pt"))
+
+
+def unit_trained(kind: str, seed: int, profile: str | None = None) -> bool:
+    """Whether :func:`train_unit` of ``kind`` and ``seed`` has finished (then it only reads the model)."""
+    return (run_dir(kind, seed, profile) / "done.json").is_file()
+
+
 # -- the DMM-Nets --------------------------------------------------------------------------------
 
 #: ``frozen``: f_theta (so the cost of Eq. 1) frozen at the proposal net's trunk, only the refinement
@@ -184,7 +194,7 @@ def train_config(kind: str, seed: int, profile: str | None = None, budget: dict 
     return dataclasses.replace(
         base, seed=int(seed), unroll=kind_unroll(kind), batch_size=budget["batch"], max_steps=steps,
         clips_per_epoch=max(steps, 1) * budget["batch"], epochs=1, frame_size=list(budget["frame_size"]),
-        checkpoint_every=budget["checkpoint_every"], keep_checkpoints=1, model=model, num_workers=0,
+        checkpoint_every=budget["checkpoint_every"], keep_checkpoints=1, model=model,
         proposals="cache", proposal_cache=str(assets.caches["train"]), augment=True, augment_axis_aligned=True,
         backbone_weights=str(assets.f_theta), lr_pretrained=budget["lr_pretrained"], lr_random=budget["lr_random"],
         assignment_loss_weight=budget["assignment_loss_weight"], loss=budget.get("loss", base.loss),
