@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
     (["all", "--profile", "cpu", "--dry-run"], "a dry run (DMM_DRY_RUN=1) is of the gpu profile"),
 ])
 def test_a_bad_target_or_profile_is_one_error_line(monkeypatch, capsys, argv, message):
-    monkeypatch.delenv("DMM_DRY_RUN", raising=False)
+    # main sets both for the process it runs in: set here, so that they are restored after the test
+    monkeypatch.setenv("DMM_DRY_RUN", "0")
+    monkeypatch.setenv("DMM_PROFILE", "smoke")
     assert run.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
