@@ -252,3 +252,40 @@ def test_cuda_compiled_matching_equals_eager():
 
     cost = torch.rand(64, 5, 50, device="cuda", generator=torch.Generator("cuda").manual_seed(0))
     torch.testing.assert_close(dmm_match(cost, compiled=True), dmm_match(cost), rtol=0, atol=1e-5)
+
+
+
+class _Reached(Exception):
+    pass
+
+
+class _RecordingModel(torch.nn.Module):
+    """Stands for a model on another device (``meta``: no values, like a GPU seen from here) and records
+    the devices of what reaches its frame step, then stops the caller."""
+
+    device = torch.device("meta")
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def init_state(self, frames, masks, valid):
+        self.seen += [frames.device, masks.device, valid.device]
+
+    def step(self, frames, proposals, state):
+        self.seen += [frames.device, *[p.masks.device for p in proposals]]
+        raise _Reached
+
+
+def test_the_matching_margins_feed_the_model_on_its_device():
+    """lessons.measure.matching_margins (chapters 8, 9): frames, masks and proposals reach a model on
+    another device on that device (fake tensors cannot be used here: the clip's object count is read first)."""
+    from dmmlib.lessons.measure import matching_margins
+
+    frames, labels = scene()
+    item = {"frames": torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(),
+            "labels": torch.from_numpy(labels.astype(np.int64)), "sequence": "clip"}
+    model = _RecordingModel()
+    with pytest.raises(_Reached):
+        matching_margins(model, [item], oracle_source(4, 0.1), n_clips=1)
+    assert len(model.seen) >= 5 and all(d.type == "meta" for d in model.seen), model.seen

@@ -59,6 +59,7 @@ from dmmlib.data.clips import ClipDataset, ClipSampler
 from dmmlib.data.davis import DavisDataset
 from dmmlib.data.generate import ensure_synthetic
 from dmmlib.data.paths import data_dir, runs_dir
+from dmmlib.device import pick_device
 from dmmlib.fileio import atomic_path, atomic_write_text
 from dmmlib.lessons.results import source_digest
 from dmmlib.lessons.settings import BOOK_MODELS
@@ -136,6 +137,16 @@ def prepare_proposals(profile: str | None = None, progress: bool = False) -> Pro
     return _PREPARED[work]
 
 
+def proposals_prepared(profile: str | None = None) -> bool:
+    """Whether :func:`prepare_proposals` of ``profile`` has finished (f_theta's file is written last)."""
+    return any(proposal_work_dir(profile).glob("f_theta-*.pt"))
+
+
+def unit_trained(kind: str, seed: int, profile: str | None = None) -> bool:
+    """Whether :func:`train_unit` of ``kind`` and ``seed`` has finished (then it only reads the model)."""
+    return (run_dir(kind, seed, profile) / "done.json").is_file()
+
+
 # -- the DMM-Nets --------------------------------------------------------------------------------
 
 #: ``frozen``: f_theta (so the cost of Eq. 1) frozen at the proposal net's trunk, only the refinement
@@ -169,6 +180,7 @@ def train_config(kind: str, seed: int, profile: str | None = None, budget: dict 
 
     Starts from the profile's config (losses, learning rates) and sets the book's budget:
     ``steps`` steps of ``batch`` clips for every kind (the same number of training clips),
+    every step logged (the chapters plot every step; gpu.yaml logs every 10th),
     the trained proposal net's cached proposals warped along with an axis-aligned
     augmentation, f_theta initialised from the proposal net's trunk, the pass-through head
     (the paper's plain head for ``ft2-plain``) on the trunk's levels.
@@ -184,7 +196,7 @@ def train_config(kind: str, seed: int, profile: str | None = None, budget: dict 
     return dataclasses.replace(
         base, seed=int(seed), unroll=kind_unroll(kind), batch_size=budget["batch"], max_steps=steps,
         clips_per_epoch=max(steps, 1) * budget["batch"], epochs=1, frame_size=list(budget["frame_size"]),
-        checkpoint_every=budget["checkpoint_every"], keep_checkpoints=1, model=model, num_workers=0,
+        checkpoint_every=budget["checkpoint_every"], keep_checkpoints=1, log_every=1, model=model,
         proposals="cache", proposal_cache=str(assets.caches["train"]), augment=True, augment_axis_aligned=True,
         backbone_weights=str(assets.f_theta), lr_pretrained=budget["lr_pretrained"], lr_random=budget["lr_random"],
         assignment_loss_weight=budget["assignment_loss_weight"], loss=budget.get("loss", base.loss),
@@ -242,7 +254,7 @@ def heldout_loss(model: DMMNet, cfg: TrainConfig, profile: str | None = None, bu
     was_training = model.training
     model.eval()
     device = model.device
-    total = 0.0
+    total = torch.zeros((), device=device)  # summed on the device, read once at the end
     with torch.no_grad():
         for start in range(0, len(clips), 8):
             indices = range(start, min(start + 8, len(clips)))
@@ -250,9 +262,9 @@ def heldout_loss(model: DMMNet, cfg: TrainConfig, profile: str | None = None, bu
             proposals = clip_proposals(frames, labels, metas, [(0, i) for i in indices], source, HELDOUT_SEED)
             proposals = [[p.to(device) for p in per_frame] for per_frame in proposals]
             loss, _ = unrolled_clip(frames.to(device), labels.to(device), proposals)
-            total += float(loss) * len(indices)
+            total += loss.detach().float() * len(indices)
     model.train(was_training)
-    return total / len(clips)
+    return float(total) / len(clips)
 
 
 def read_jsonl(path: Path) -> list:
@@ -286,7 +298,8 @@ def train_unit(kind: str, seed: int, profile: str | None = None, budget: dict | 
 
 def _train(kind: str, seed: int, profile: str, budget: dict, folder: Path, progress: bool) -> None:
     cfg = train_config(kind, seed, profile, budget)
-    model = build_model(cfg, frozen=kind == "frozen")
+    # on the device training.train will use, already for the held-out loss at step 0
+    model = build_model(cfg, frozen=kind == "frozen").to(pick_device(cfg.device))
     every = int(budget["heldout_every"])
 
     def on_log(record: dict) -> None:

@@ -26,9 +26,10 @@ import torch
 from dmmlib import losses, refinement, training
 from dmmlib import model as model_module
 from dmmlib.cost import mask_iou
+from dmmlib.device import frames_to_device, pick_device, to_device
 from dmmlib.lessons import book_models
 from dmmlib.lessons.book_models import build_model, model_budget, train_config
-from dmmlib.lessons.results import remember
+from dmmlib.lessons.results import remember, stored_path
 from dmmlib.lessons.settings import MEASUREMENTS
 from dmmlib.losses import mask_loss
 from dmmlib.profiles import active_profile, by_profile
@@ -37,13 +38,24 @@ from dmmlib.unrolled import clip_proposals, collate_clips, object_masks
 MODES = ("plain", "pass-through")
 
 
+def _stored_as(profile: str) -> dict:
+    """The key of the stored study: its steps, the models' budget and the code that runs it."""
+    steps = by_profile(MEASUREMENTS, profile)["head_start_steps"]
+    return {"settings": {"steps": steps, "budget": model_budget(profile)}, "profile": profile,
+            "code": (sys.modules[__name__], book_models, model_module, refinement, losses, training)}
+
+
 def head_study(profile: str | None = None) -> dict:
     """:func:`head_start` at the profile's ``head_start_steps``, measured once per profile and code, then stored."""
     profile = active_profile() if profile is None else profile
     steps = by_profile(MEASUREMENTS, profile)["head_start_steps"]
-    return remember("head-start", lambda: head_start(steps, profile), profile=profile,
-                    settings={"steps": steps, "budget": model_budget(profile)},
-                    code=(sys.modules[__name__], book_models, model_module, refinement, losses, training))
+    return remember("head-start", lambda: head_start(steps, profile), **_stored_as(profile))
+
+
+def head_study_done(profile: str | None = None) -> bool:
+    """Whether :func:`head_study` of ``profile`` is stored already (then it only reads it)."""
+    profile = active_profile() if profile is None else profile
+    return stored_path("head-start", **_stored_as(profile)).is_file()
 
 
 def head_start(steps: int, profile: str | None = None, modes: tuple[str, ...] = MODES, seed: int = 0) -> dict:
@@ -56,7 +68,8 @@ def head_start(steps: int, profile: str | None = None, modes: tuple[str, ...] = 
 def _run(mode: str, steps: int, profile: str, budget: dict, seed: int) -> list[dict]:
     kind = "ft2-plain" if mode == "plain" else "ft2"
     cfg = dataclasses.replace(train_config(kind, seed, profile, budget), unroll=1)
-    model = build_model(cfg, frozen=True).train()
+    device = pick_device(cfg.device)  # the gpu profile's config: CUDA when there is one
+    model = build_model(cfg, frozen=True).to(device).train()
     dataset = training.build_dataset(cfg)
     source = training.make_proposal_source(cfg)
     optimiser = torch.optim.Adam(model.refinement.parameters(), lr=cfg.lr_random)
@@ -65,6 +78,8 @@ def _run(mode: str, steps: int, profile: str, budget: dict, seed: int) -> list[d
         indices = [step * cfg.batch_size + k for k in range(cfg.batch_size)]
         frames, labels, metas = collate_clips([dataset[i % len(dataset)] for i in indices])
         proposals = clip_proposals(frames, labels, metas, [(0, i) for i in indices], source, cfg.seed)
+        frames, labels = frames_to_device(frames, device), to_device(labels, device)
+        proposals = [[p.to(device) for p in per_frame] for per_frame in proposals]
         masks = object_masks(labels, cfg.max_objects)
         valid = masks[:, 0].flatten(2).any(-1)
         state = model.init_state(frames[:, 0], masks[:, 0], valid)
@@ -79,7 +94,10 @@ def _run(mode: str, steps: int, profile: str, budget: dict, seed: int) -> list[d
 
 
 def _record(step: int, out, target: torch.Tensor, valid: torch.Tensor, loss: float) -> dict:
-    """What the head output on one batch (the valid objects' pixels), before the update."""
+    """What the head output on one batch (the valid objects' pixels), before the update.
+
+    Read on the host once per step (a measurement point: the record is what the chapter plots).
+    """
     logits, grad = out.logits.detach()[valid], out.logits.grad[valid]  # [k, H, W]
     truth = target[valid] > 0.5
     probability = torch.sigmoid(logits)

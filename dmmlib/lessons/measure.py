@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from dmmlib.cost import mask_iou
 from dmmlib.data.davis import DavisDataset
+from dmmlib.device import frames_to_device, to_device
 from dmmlib.evaluation.davis import evaluate_davis
 from dmmlib.features import masks_to_boxes
 from dmmlib.losses import DEFAULT_LOSS, best_proposal, mask_loss
@@ -188,20 +189,25 @@ def matching_margins(model: nn.Module, dataset, proposal_source: ProposalSource,
     """
     was_training = model.training
     model.eval()
+    device = model.device
     top1, margin, cost_top1, clip_loss, examples = [], [], [], [], None
     with torch.no_grad():
         for index in range(n_clips):
             frames, labels, metas = collate_clips([dataset[index]])
             n = int(labels[:, 0].max())
+            (frame_proposals,) = clip_proposals(frames[:, :2], labels[:, :2], metas, [(index,)], proposal_source, seed)
+            frames, labels = frames_to_device(frames, device), to_device(labels, device)  # where the model is
+            frame_proposals = [p.to(device) for p in frame_proposals]
             masks = object_masks(labels, n)
             valid = masks[:, 0].flatten(2).any(-1)
-            (frame_proposals,) = clip_proposals(frames[:, :2], labels[:, :2], metas, [(index,)], proposal_source, seed)
             state = model.init_state(frames[:, 0], masks[:, 0], valid)
             out, _ = model.step(frames[:, 1], frame_proposals, state)
             clip_loss.append(float(mask_loss(out.logits, masks[:, 1], valid, loss)))
-            real = out.proposal_valid[0] if hasattr(out, "proposal_valid") else torch.ones(out.cost.shape[-1], dtype=bool)
-            right = best_proposal(masks[0, 1], out.proposal_masks[0], min_iou)
-            cosine, cost = out.cosine[0][:, real], out.cost[0][:, real]
+            # the per-template reads below are on the host: one copy per clip, not one sync per number
+            real = (out.proposal_valid[0] if hasattr(out, "proposal_valid")
+                    else torch.ones(out.cost.shape[-1], dtype=bool, device=device)).cpu()
+            right = best_proposal(masks[0, 1], out.proposal_masks[0], min_iou).cpu()
+            cosine, cost, valid = out.cosine[0].cpu()[:, real], out.cost[0].cpu()[:, real], valid.cpu()
             for i in range(n):
                 j = int(right[i])
                 if not bool(valid[0, i]) or j < 0 or cosine.shape[1] < 2:

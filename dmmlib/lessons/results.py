@@ -18,6 +18,7 @@ import hashlib
 import importlib
 import inspect
 import json
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, TypeVar
 
@@ -81,6 +82,15 @@ def _decode(value: Any) -> Any:
     return {k: _decode(v) for k, v in value.items()}
 
 
+def stored_path(name: str, *, settings: dict | None = None, code: tuple[ModuleType, ...] = (),
+                profile: str | None = None) -> Path:
+    """Where :func:`remember` stores ``name``'s result for these settings and code (it exists once measured)."""
+    profile = active_profile() if profile is None else profile
+    key = hashlib.sha256(json.dumps({"settings": settings, "code": source_digest(*code)}, sort_keys=True,
+                                    default=str).encode()).hexdigest()[:12]
+    return runs_dir() / f"book-{profile}" / f"{name}-{key}.json"
+
+
 def remember(name: str, compute: Callable[[], T], *, settings: dict | None = None,
              code: tuple[ModuleType, ...] = (), profile: str | None = None) -> T:
     """The result of ``compute()`` for this profile, computed once and then read from disk.
@@ -88,10 +98,7 @@ def remember(name: str, compute: Callable[[], T], *, settings: dict | None = Non
     ``name`` names the experiment; ``settings`` (JSON-able) and the source of the ``code``
     modules form the key, so other settings or changed code compute afresh.
     """
-    profile = active_profile() if profile is None else profile
-    key = hashlib.sha256(json.dumps({"settings": settings, "code": source_digest(*code)}, sort_keys=True,
-                                    default=str).encode()).hexdigest()[:12]
-    path = runs_dir() / f"book-{profile}" / f"{name}-{key}.json"
+    path = stored_path(name, settings=settings, code=code, profile=profile)
     if path.is_file():
         try:
             return _decode(json.loads(path.read_text(encoding="utf-8")))

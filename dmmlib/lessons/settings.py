@@ -108,7 +108,8 @@ BOOK_MODELS = {
 #: threads these are about 2.5x faster: chapter 6 ~200 s, chapter 8 (the book's model, the head study,
 #: the ablation) ~150 s, chapter 9 (the other 10 models, 24 evaluations) ~550 s.
 TABLE4 = {
-    "smoke": {"seeds": (0,), "row_seeds": {}, "val_videos": 2},
+    # smoke's row_seeds names the ablation only so that a gpu dry run caps the gpu entry's seeds of it
+    "smoke": {"seeds": (0,), "row_seeds": {"ft-unroll2-plain": (0,)}, "val_videos": 2},
     "cpu": {"seeds": (0, 1, 2), "row_seeds": {"ft-unroll1": (0, 1), "ft-unroll3": (0, 1), "ft-unroll2-plain": (0,)},
             "val_videos": None},
     "gpu": {"seeds": (0, 1, 2, 3, 4), "row_seeds": {"ft-unroll2-plain": (0, 1, 2)}, "val_videos": None},
@@ -137,3 +138,17 @@ MEASUREMENTS = {
     "cpu": {"held_out_clips": 24, "table4_margin_clips": 12, "fixed_loss_clips": 8, "head_start_steps": 40},
     "gpu": {"held_out_clips": 200, "table4_margin_clips": 64, "fixed_loss_clips": 32, "head_start_steps": 200},
 }
+
+
+#: The build's per-cell time limit in seconds (``jupyter-book build``; ``tools/book_timeouts.py`` reads it
+#: through :func:`cell_timeout`). smoke: CI, every notebook well under a minute; cpu: the default build,
+#: under 30 minutes in all; gpu: a build that did *not* run ``python -m dmmlib.lessons.run all`` first
+#: trains inside its cells -- chapter 6's proposal net (20,000 steps) in one cell, chapter 9 one seed's
+#: Table 4 models per cell -- so its limit is a day: a bound that catches a hung kernel, not a budget.
+#: Not a size: a dry run (``DMM_DRY_RUN=1``) keeps the gpu limit, so it is read without ``by_profile``.
+CELL_TIMEOUT_S = {"smoke": 600, "cpu": 1800, "gpu": 24 * 3600}
+
+
+def cell_timeout(profile: str) -> int:
+    """The per-cell time limit of a book build in ``profile`` (:data:`CELL_TIMEOUT_S`)."""
+    return CELL_TIMEOUT_S[profile]
