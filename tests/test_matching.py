@@ -404,6 +404,38 @@ def test_confident_assignment_keeps_row_maxima_and_passes_gradients():
     torch.testing.assert_close(grad, torch.tensor([[0, 1.0, 0], [3, 4, 0]], dtype=F64))
 
 
+def test_confident_assignment_is_the_row_maximum_not_a_threshold():
+    """X~ = X^ * 1[X^ = row max] (Sec. 4.1) on hand-made X^: a row whose maximum is below 0.5 keeps
+    its maximum; a tie keeps every maximal entry; a second entry above 0.5 is still dropped."""
+    X = torch.tensor([
+        [[0.30, 0.20, 0.25, 0.25],   # maximum below 0.5: kept alone
+         [0.40, 0.10, 0.40, 0.10],   # a tie below 0.5: both kept
+         [0.55, 0.60, 0.00, 0.50]],  # two entries above 0.5: only the larger
+        [[0.00, 0.00, 0.00, 0.00],   # an all-zero (padding) row stays zero
+         [0.01, 0.02, 0.03, 0.04],   # tiny values: the maximum is kept, however small
+         [0.25, 0.25, 0.25, 0.25]],  # all tied: the row is unchanged
+    ], dtype=F64)
+    expected = torch.tensor([
+        [[0.30, 0, 0, 0], [0.40, 0, 0.40, 0], [0, 0.60, 0, 0]],
+        [[0, 0, 0, 0], [0, 0, 0, 0.04], [0.25, 0.25, 0.25, 0.25]],
+    ], dtype=F64)
+    assert torch.equal(confident_assignment(X), expected)
+    assert torch.equal(confident_assignment(X[0]), expected[0])  # [n, m] as well as [B, n, m]
+
+
+def test_confident_assignment_of_alg1_at_paper_settings_keeps_one_entry_per_row():
+    """At the paper's settings X^ is an average of iterates that start at 0, so on random costs most
+    row maxima lie below 0.5; X~ keeps exactly each row's largest entry, with its value."""
+    cost = rand(20, 5, 50, seed=31, dtype=torch.float32)
+    X_hat = dmm_match(cost)
+    row_max = X_hat.amax(-1)
+    assert (row_max < 0.5).float().mean() > 0.9  # the case a threshold at 0.5 would get wrong
+    X_tilde = confident_assignment(X_hat)
+    assert ((X_tilde > 0).sum(-1) == 1).all()
+    assert torch.equal(X_tilde.amax(-1), row_max)
+    assert torch.equal(X_tilde.argmax(-1), X_hat.argmax(-1))
+
+
 def test_hungarian_and_greedy_return_assignments_of_the_same_form():
     C = rand(5, 3, 8, seed=21, dtype=torch.float32)
     for match in (hungarian_match, greedy_match):
