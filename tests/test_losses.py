@@ -81,6 +81,22 @@ def test_the_mean_is_over_each_clips_valid_objects_then_over_clips():
     changed = logits.clone()
     changed[1, 1] = -30.0
     assert losses.mask_loss(changed, target, valid, "bce").item() == pytest.approx(expected, rel=1e-6)
+    # the same averaging for the soft IoU, whose per-object values differ here
+    soft = [1 - ((sigmoid(x) if t else 0) + 1) / ((1 if t else sigmoid(x)) + 1)
+            for x, t in zip(per_pixel.tolist(), target.flatten().tolist())]
+    assert losses.soft_iou_per_object(logits, target).flatten().tolist() == pytest.approx(soft, rel=1e-6)
+    expected = ((soft[0] + soft[1]) / 2 + soft[2] + 0.0) / 3
+    assert losses.mask_loss(logits, target, valid, "soft_iou").item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_targets_may_be_bool_or_uint8_masks():
+    logits = torch.tensor([[[[2.0, -1.0], [0.5, 3.0]]]])
+    target = torch.tensor([[[[True, False], [False, True]]]])
+    valid = torch.tensor([[True]])
+    for kind in losses.LOSSES:
+        expected = losses.mask_loss(logits, target.float(), valid, kind)
+        assert losses.mask_loss(logits, target, valid, kind) == expected, kind
+        assert losses.mask_loss(logits, target.to(torch.uint8), valid, kind) == expected, kind
 
 
 def test_losses_are_small_for_a_confident_right_answer_and_large_for_a_wrong_one():
@@ -122,10 +138,11 @@ def test_assignment_loss_by_hand_leaves_out_objects_without_a_target_proposal():
     x_hat = torch.tensor([[[0.2, 0.5, 0.3],     # best proposal 1: -log 0.5
                            [0.25, 0.25, 0.5],   # no proposal good enough (-1): left out
                            [-0.1, 0.3, 0.2],    # renormalised after clamping at 0: 0.3 / 0.5
-                           [0.1, 0.1, 0.8]]])   # no template (invalid): left out
-    best = torch.tensor([[1, -1, 1, 2]])
-    valid = torch.tensor([[True, True, True, False]])
-    expected = (-math.log(0.5) - math.log(0.6)) / 2
+                           [0.1, 0.1, 0.8],     # no template (invalid): left out
+                           [0.7, 0.2, 0.1]]])   # best proposal 0: -log 0.7
+    best = torch.tensor([[1, -1, 1, 2, 0]])
+    valid = torch.tensor([[True, True, True, False, True]])
+    expected = (-math.log(0.5) - math.log(0.6) - math.log(0.7)) / 3
     assert losses.assignment_loss(x_hat, best, valid).item() == pytest.approx(expected, rel=1e-6)
     # torch's negative log-likelihood with -1 ignored says the same
     rows = x_hat.clamp(min=0)
@@ -156,7 +173,9 @@ def test_best_proposal_finds_the_overlapping_one():
     proposals[2, :4, :5] = 1  # IoU 16/20 with object 0
     assert losses.best_proposal(target, proposals).tolist() == [2, 0]
     assert losses.best_proposal(target, proposals, min_iou=0.9).tolist() == [-1, -1]
-    assert losses.best_proposal(target, proposals[:0]).tolist() == [-1, -1]  # no proposals at all
+    assert losses.best_proposal(target, proposals).dtype == torch.long
+    none = losses.best_proposal(target, proposals[:0])  # no proposals at all
+    assert none.tolist() == [-1, -1] and none.dtype == torch.long
 
 
 def test_a_proposal_exactly_at_the_threshold_is_good_enough():
