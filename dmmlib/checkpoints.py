@@ -4,24 +4,32 @@
   (its :class:`~dmmlib.model.ModelConfig` and weights) for ``track`` and ``predict``;
 * :func:`save_training_checkpoint` / :func:`load_training_checkpoint` -- everything a
   training run needs to continue bit for bit (model, optimiser, step, RNG states,
-  config), one file per saved step under ``RUN/checkpoints/``.
+  config), one file per saved step under ``RUN/checkpoints/``;
+* :func:`publish_default_model` / :func:`default_model` -- the trained model ``track`` and
+  ``predict`` use when no ``--checkpoint`` is given: ``data/runs/default-model-<profile>/``
+  (the book's chapter 8 puts its trained DMM-Net there), with a record of where it came
+  from and which proposal net it was trained with.
 
 Everything is written atomically and read with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import shutil
 from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from dmmlib.data.paths import runs_dir
 from dmmlib.errors import DMMInputError
-from dmmlib.fileio import atomic_path, refuse_overwrite
+from dmmlib.fileio import atomic_path, atomic_write_text, refuse_overwrite
 from dmmlib.model import DMMNet, ModelConfig
+from dmmlib.profiles import active_profile
 from dmmlib.torchio import load_torch_file
 
 CHECKPOINT_FORMAT = "dmmlib.DMMNet"
@@ -65,8 +73,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     config = payload.get("config")
     if not isinstance(config, dict) or set(config) - known:
         raise DMMInputError(f"checkpoint {path} has an unknown model config: {sorted(set(config or {}) - known)}")
-    if isinstance(config.get("pool_levels"), list):
-        config["pool_levels"] = tuple(config["pool_levels"])
+    config.setdefault("refine_mode", "plain")  # files written before the pass-through head had the paper's head
     model = DMMNet(ModelConfig(**config))
     try:
         model.load_state_dict(payload["state_dict"])
@@ -134,6 +141,41 @@ def save_training_checkpoint(run_dir: Path, state: dict, keep: int) -> Path:
     for old in checkpoint_paths(run_dir)[:-keep]:
         old.unlink()
     return path
+
+
+DEFAULT_MODEL_RECORD = "model.json"
+
+
+def default_model_dir(profile: str | None = None) -> Path:
+    """``data/runs/default-model-<profile>``: where the default trained model of ``track``/``predict`` lives."""
+    return runs_dir() / f"default-model-{active_profile() if profile is None else profile}"
+
+
+def publish_default_model(checkpoint: str | os.PathLike, profile: str | None = None, record: dict | None = None) -> Path:
+    """Copy ``checkpoint`` (a :func:`save_checkpoint` file) to :func:`default_model_dir` with ``record`` beside it.
+
+    ``record`` (JSON) says where the model came from, e.g. ``{"trained_by": ..., "proposal_checkpoint": ...}``.
+    Returns the copied checkpoint's path.
+    """
+    load_checkpoint(checkpoint)  # refuse to publish a file track could not read
+    folder = default_model_dir(profile)
+    target = folder / "model.pt"
+    with atomic_path(target) as tmp:
+        shutil.copyfile(checkpoint, tmp)
+    atomic_write_text(folder / DEFAULT_MODEL_RECORD, json.dumps({"checkpoint": str(target), **(record or {})}, indent=1))
+    return target
+
+
+def default_model(profile: str | None = None) -> tuple[Path, dict] | None:
+    """``(checkpoint path, record)`` of the published default model of ``profile``, or None if there is none."""
+    folder = default_model_dir(profile)
+    target, record = folder / "model.pt", folder / DEFAULT_MODEL_RECORD
+    if not (target.is_file() and record.is_file()):
+        return None
+    try:
+        return target, json.loads(record.read_text(encoding="utf-8"))
+    except ValueError:
+        raise DMMInputError(f"{record} is not valid JSON; delete {folder} or publish the model again") from None
 
 
 def capture_rng() -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -30,9 +31,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _program_name() -> str:
+    """`dmmlib` when started through the console script, `python -m dmmlib` otherwise (usage lines match what was typed)."""
+    return "dmmlib" if Path(sys.argv[0]).stem == "dmmlib" else "python -m dmmlib"
+
+
 def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m dmmlib",
+        prog=_program_name(),
         description="DMM-Net, the book: the dmmlib command line.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -58,8 +58,14 @@ def default_backbone(profile: str | None = None) -> str:
     return by_profile(DEFAULT_BACKBONE, profile)
 
 
-def _load_weights(net: nn.Module, backbone: str, weights: str | os.PathLike | None) -> None:
-    """Fill ``net`` (a torchvision ResNet) from ``weights``; see the module docstring."""
+def _load_weights(net: nn.Module, backbone: str, weights: str | os.PathLike | None,
+                  stages: tuple[str, ...] = tuple(_STAGE_OF_LEVEL.values())) -> None:
+    """Fill ``net`` (a torchvision ResNet) from ``weights``; see the module docstring.
+
+    Only the stem and the ResNet ``stages`` the extractor keeps must be in the file: a
+    backbone with fewer stages (e.g. a detector trunk without ``layer4``) fits an
+    extractor that computes only the levels it has.
+    """
     if weights is None:
         return
     if weights == "imagenet":
@@ -78,9 +84,10 @@ def _load_weights(net: nn.Module, backbone: str, weights: str | os.PathLike | No
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise DMMInputError(f"weights file {path} does not hold a state_dict (a dict of tensors)")
         source = str(path)
-    # The classifier (fc) is not part of the feature extractor; everything else must fit.
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    own = {k: v for k, v in net.state_dict().items() if not k.startswith("fc.")}
+    # The classifier (fc) and the stages this extractor drops are not needed; everything else must fit.
+    kept = ("conv1.", "bn1.", *(f"{stage}." for stage in stages))
+    state = {k: v for k, v in state.items() if k.startswith(kept) and not k.endswith("num_batches_tracked")}
+    own = {k: v for k, v in net.state_dict().items() if k.startswith(kept)}
     missing = sorted(set(own) - set(state))
     wrong_shape = sorted(k for k in own if k in state and state[k].shape != own[k].shape)
     if missing or wrong_shape:
@@ -91,12 +98,19 @@ def _load_weights(net: nn.Module, backbone: str, weights: str | os.PathLike | No
     net.load_state_dict(state, strict=False)
 
 
+def levels_to_compute(*needed: tuple[str, ...]) -> tuple[str, ...]:
+    """The backbone levels to run for the ``needed`` ones: every stage up to the deepest (stages are sequential)."""
+    deepest = max(LEVELS.index(level) for group in needed for level in group)
+    return LEVELS[: deepest + 1]
+
+
 class FeatureExtractor(nn.Module):
     """f_theta: frames -> conv2..conv5 maps, and boxes -> one feature vector each (Sec. 4.1).
 
-    ``channels`` lists the channel count of each level in :data:`LEVELS` order;
-    ``pool_levels`` the levels pooled into a feature vector (default all four), whose
-    length ``dim`` is the sum of their channels.
+    ``levels`` are the levels computed (a prefix of :data:`LEVELS`; stages beyond the last
+    are not built, so their weights are neither needed nor stored) and ``channels`` their
+    channel counts; ``pool_levels`` (a subset) the levels pooled into a feature vector
+    (default all four), whose length ``dim`` is the sum of their channels.
     """
 
     def __init__(
@@ -106,21 +120,24 @@ class FeatureExtractor(nn.Module):
         pool_size: int = 7,
         pooling: str = "box",
         pool_levels: tuple[str, ...] = LEVELS,
+        levels: tuple[str, ...] | None = None,
     ):
         super().__init__()
         pool_levels = tuple(pool_levels)
         if not pool_levels or not set(pool_levels) <= set(LEVELS):
             raise DMMInputError(f"pool_levels={pool_levels!r}; expected a non-empty subset of {LEVELS}")
+        levels = levels_to_compute(pool_levels, tuple(levels or ()))
         if backbone not in BACKBONES:
             raise DMMInputError(f"backbone={backbone!r} is not supported; expected one of {', '.join(BACKBONES)}")
         if pooling not in ("box", "mask"):
             raise DMMInputError(f"pooling={pooling!r}; expected 'box' (the paper) or 'mask'")
         constructor, _, channels = BACKBONES[backbone]
         net = constructor(weights=None, norm_layer=FrozenBatchNorm2d)
-        _load_weights(net, backbone, weights)
+        _load_weights(net, backbone, weights, tuple(_STAGE_OF_LEVEL[level] for level in levels))
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-        self.stages = nn.ModuleDict({level: getattr(net, _STAGE_OF_LEVEL[level]) for level in LEVELS})
-        self.channels = tuple(channels)
+        self.levels = levels
+        self.stages = nn.ModuleDict({level: getattr(net, _STAGE_OF_LEVEL[level]) for level in levels})
+        self.channels = tuple(c for level, c in zip(LEVELS, channels) if level in levels)
         # The pooled vector concatenates the levels in LEVELS order (Sec. 4.1 uses all four).
         self.pool_levels = tuple(level for level in LEVELS if level in pool_levels)
         self.dim = sum(c for level, c in zip(LEVELS, channels) if level in self.pool_levels)
@@ -130,12 +147,12 @@ class FeatureExtractor(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, frames: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
-        """frames [B, 3, H, W] float in [0, 1] -> {level: [B, C_level, H/stride, W/stride]}."""
+        """frames [B, 3, H, W] float in [0, 1] -> {level: [B, C_level, H/stride, W/stride]} for ``self.levels``."""
         if frames.ndim != 4 or frames.shape[1] != 3:
             raise DMMInputError(f"frames must have shape [B, 3, H, W]; got {tuple(frames.shape)}")
         x = self.stem((frames - self.mean) / self.std)
         maps = OrderedDict()
-        for level in LEVELS:
+        for level in self.levels:
             x = self.stages[level](x)
             maps[level] = x
         return maps

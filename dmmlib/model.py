@@ -7,13 +7,23 @@ One frame step for B videos at once (templates padded to n per video, proposals 
     C = (lam - 1) cos(f(p_j), f(r_i)) - lam IoU(p_j, r_hat_i)   [B, n, m]   (Eq. 1, dmmlib.cost)
     X^ = dmm_match(C) (Alg. 1);  X~ = X^ * 1[X^ = row max]       [B, n, m]   (Sec. 4.1)
     P^ = X~ (x) P~ = einsum("bnm,bmhw->bnhw")                    [B, n, H, W] (Eq. 8)
-    logits = ConvLSTM decoder(maps, P^, r_i)                     [B, n, H, W] (dmmlib.refinement)
+    M  = P^ / sum_j X~_ij  (the matched proposal at full strength) [B, n, H, W]
+    logits = logit(M) + ConvLSTM decoder(maps, P^, r_i)          [B, n, H, W] (dmmlib.refinement)
 
-and P^ becomes r_hat, the IoU template of the next frame (Sec. 3, after Eq. 8). We
-propagate P^_i / max_j X~_ij, i.e. the matched proposal at full strength: Alg. 1 at
-the paper's settings leaves X^ row maxima well below 1 (an average of iterates that
-start at 0), and a faded mask would shrink every IoU of the next frame; set
-``ModelConfig.normalize_previous=False`` for P^ as printed.
+and M becomes r_hat, the IoU template of the next frame (Sec. 3, after Eq. 8). M is
+P^ divided by the weight it kept: under the paper's row-max X~ that is the matched
+proposal itself (a weighted average of the kept proposals when X~ keeps several, as
+with ``train_keep_threshold``). Alg. 1 at the paper's settings leaves X^ row maxima
+well below 1 (an average of iterates that start at 0), and a faded mask would shrink
+every IoU of the next frame; set ``ModelConfig.normalize_previous=False`` for P^ as
+printed.
+
+Refinement (``ModelConfig.refine_mode``). The paper's head outputs the mask logits
+itself (``"plain"``). Randomly initialised it outputs noise, and early in training it
+learns "background everywhere" before it learns the object (chapter 8 measures why).
+Our default, ``"pass-through"``, is a deviation from the paper: the head predicts a
+correction added to logit(M), with its last layer initialised to zero, so an untrained
+model outputs exactly the matching result and training starts from it.
 
 Gradients. Everything on the path features -> C -> X^ -> X~ -> P^ -> logits is
 differentiable (no ``.detach()``; the only in-place writes fill a freshly made
@@ -55,7 +65,12 @@ from dmmlib.profiles import by_profile
 from dmmlib.refinement import LSTMState, RefinementHead
 
 MATCHERS = ("dmm", "hungarian", "greedy")
+REFINE_MODES = ("pass-through", "plain")
 SUPPRESSED_LOGIT = -20.0  # sigmoid(-20) = 2e-9: "certainly not this object"
+# The pass-through head adds its correction to logit(M) with M clamped to [eps, 1 - eps]: at
+# 1e-2 the logit of a certain pixel is 4.6, where sigmoid' is 1e-2 and a correction can still
+# move it (at 1e-4 it would be 9.2 and the loss gradient 1e-4); thresholding at 0.5 is unchanged.
+PASS_THROUGH_EPS = 1e-2
 REFINE_WIDTH = {"smoke": 16, "cpu": 32, "gpu": 64}
 
 
@@ -81,8 +96,10 @@ class ModelConfig:
     paste_threshold: float | None = None  # None: soft pasted proposals in Eq. 1 and Eq. 8
     max_proposals: int = 50  # top-50 (Sec. 3)
     normalize_previous: bool = True  # r_hat = P^ / max_j X~_ij (the matched proposal) rather than P^
-    refine: bool = True  # False: no refinement head; the output is the matched proposal (P^ / max_j X~_ij)
+    refine: bool = True  # False: no refinement head; the output is the matched proposal (P^ / sum_j X~_ij)
     refine_width: int = 32
+    refine_mode: str = "pass-through"  # or "plain" (the paper's head); see the module docstring
+    refine_levels: tuple[str, ...] = LEVELS  # backbone levels the head reads (conv5 -> conv2, Sec. 3)
     # Speed only, not the model: run Alg. 1's outer iterations through torch.compile (dmm_match(compiled=True)).
     compile_matching: bool = False
 
@@ -93,6 +110,13 @@ class ModelConfig:
             raise DMMInputError(f"ModelConfig.lam={self.lam}; expected a number in [0, 1]")
         if self.max_proposals < 1 or self.refine_width < 1 or self.pool_size < 1:
             raise DMMInputError("ModelConfig.max_proposals, refine_width and pool_size must be >= 1")
+        if self.refine_mode not in REFINE_MODES:
+            raise DMMInputError(f"ModelConfig.refine_mode={self.refine_mode!r}; expected one of {REFINE_MODES}")
+        self.pool_levels, self.refine_levels = tuple(self.pool_levels), tuple(self.refine_levels)
+        for name in ("pool_levels", "refine_levels"):
+            levels = getattr(self, name)
+            if not levels or not set(levels) <= set(LEVELS):
+                raise DMMInputError(f"ModelConfig.{name}={levels!r}; expected a non-empty subset of {LEVELS}")
 
 
 def default_config(profile: str | None = None, **overrides) -> ModelConfig:
@@ -133,7 +157,8 @@ class StepOutput:
 
     logits [B, n, H, W]: refined mask logits (absent objects suppressed);
     cost, cosine, iou [B, n, m]: Eq. 1 and its parts; x_hat, x_tilde [B, n, m];
-    matched_masks [B, n, H, W]: P^ of Eq. 8; present [B, n] bool;
+    matched_masks [B, n, H, W]: P^ of Eq. 8; matched_proposals [B, n, H, W]: M = P^ / sum_j X~_ij,
+    the matched proposal at full strength (what the refinement starts from); present [B, n] bool;
     proposal_masks [B, m, H, W]: P~; proposal_valid [B, m]: real proposals;
     no_proposal [B, m]: the "no proposal" columns.
     """
@@ -145,6 +170,7 @@ class StepOutput:
     x_hat: torch.Tensor
     x_tilde: torch.Tensor
     matched_masks: torch.Tensor
+    matched_proposals: torch.Tensor
     present: torch.Tensor
     proposal_masks: torch.Tensor
     proposal_valid: torch.Tensor
@@ -202,8 +228,14 @@ class DMMNet(nn.Module):
         super().__init__()
         self.config = default_config() if config is None else config
         cfg = self.config
-        self.features = FeatureExtractor(cfg.backbone, backbone_weights, cfg.pool_size, cfg.pooling, cfg.pool_levels)
-        self.refinement = RefinementHead(self.features.channels, cfg.refine_width) if cfg.refine else None
+        levels = cfg.refine_levels if cfg.refine else ()
+        self.features = FeatureExtractor(cfg.backbone, backbone_weights, cfg.pool_size, cfg.pooling, cfg.pool_levels,
+                                         levels=levels)
+        self.refinement = None
+        if cfg.refine:
+            channels = tuple(c for level, c in zip(self.features.levels, self.features.channels) if level in levels)
+            self.refinement = RefinementHead(channels, cfg.refine_width, levels,
+                                             zero_output=cfg.refine_mode == "pass-through")
 
     @property
     def device(self) -> torch.device:
@@ -342,28 +374,41 @@ class DMMNet(nn.Module):
             matched = torch.einsum("bnm,bmhw->bnhw", x_tilde, proposal_masks)  # Eq. 8
             mass = matched.sum(dim=(-1, -2))
             present = state.template_valid & (mass > cfg.min_match_fraction * height * width)
-            # The matched proposal itself: P^ divided by its weight max_j X~_ij. Alg. 1 at
-            # paper settings gives X^ row maxima around 0.5-0.8 even when the choice is clear,
-            # and a mask faded to 0.6 would lose 40 % of its IoU with the next frame's proposals.
-            weight = x_tilde.amax(dim=-1).clamp_min(1e-6)[:, :, None, None]
+            # M: the matched proposal itself, P^ divided by the weight X~ kept. Alg. 1 at paper
+            # settings gives X^ row maxima around 0.5-0.8 even when the choice is clear, and a mask
+            # faded to 0.6 would lose 40 % of its IoU with the next frame's proposals.
+            weight = x_tilde.sum(dim=-1).clamp_min(1e-6)[:, :, None, None]
             matched_proposal = matched / weight
         with clock("refinement"):
             keep = present[:, :, None, None]
-            if self.refinement is not None:
-                logits, lstm = self.refinement(feature_maps, matched, state.template_masks, state.lstm)
+            logits, lstm = self.refine_logits(feature_maps, matched, matched_proposal, state)
+            if lstm is not None:
                 lstm = self._keep_absent_state(lstm, state.lstm, present.reshape(-1))
-            else:
-                logits, lstm = torch.logit(matched_proposal.clamp(1e-4, 1 - 1e-4)), None
             logits = torch.where(keep, logits, torch.full_like(logits, SUPPRESSED_LOGIT))
         previous = torch.where(keep, matched_proposal if cfg.normalize_previous else matched, state.previous_masks)
         new_state = TrackState(
             state.template_features, state.template_masks, state.template_valid, previous, lstm, state.frame_index + 1
         )
         output = StepOutput(
-            logits, cost, terms.cosine, terms.iou, x_hat, x_tilde, matched, present,
+            logits, cost, terms.cosine, terms.iou, x_hat, x_tilde, matched, matched_proposal, present,
             proposal_masks, real, no_proposal, dict(timings) if timings is not None else {},
         )
         return output, new_state
+
+    def refine_logits(self, feature_maps, matched: torch.Tensor, matched_proposal: torch.Tensor, state: TrackState):
+        """Logits [B, n, H, W] and the new ConvLSTM state (None without a head); see the module docstring.
+
+        matched = P^ of Eq. 8 (the head's input, as in Sec. 3), matched_proposal = M = P^ / sum_j X~_ij
+        (the matched proposal at full strength), both [B, n, H, W]. ``"pass-through"``: logit(M) plus
+        the head's correction; ``"plain"``: the head's output alone; no head: logit(M).
+        """
+        if self.refinement is None:
+            return torch.logit(matched_proposal.clamp(1e-4, 1 - 1e-4)), None
+        head, lstm = self.refinement(feature_maps, matched, state.template_masks, state.lstm)
+        if self.config.refine_mode == "plain":
+            return head, lstm
+        prior = torch.logit(matched_proposal.clamp(PASS_THROUGH_EPS, 1 - PASS_THROUGH_EPS))
+        return (prior + head).to(head.dtype), lstm  # the head's dtype: bf16/fp16 under autocast, like the plain head
 
     @staticmethod
     def _keep_absent_state(new: LSTMState, old: LSTMState | None, present: torch.Tensor) -> LSTMState:

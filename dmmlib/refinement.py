@@ -17,6 +17,19 @@ A final 1x1 conv maps the conv2 hidden state to one logit map per object, which
 is upsampled to the frame size. All objects of all videos form one batch of
 B * n; the hidden and cell states of every level are carried to the next frame
 ("carry over the memory and hidden states to the next time step").
+
+Two ways to use it (``ModelConfig.refine_mode``, see :class:`dmmlib.model.DMMNet`):
+
+* ``"plain"`` -- the paper's head: its output *is* the mask logit. Randomly
+  initialised, it starts from noise around its bias and, early in training, learns
+  "background everywhere" before it learns where the object is (chapter 8 measures it).
+* ``"pass-through"`` (our deviation, the default) -- the head predicts a *correction*
+  added to the logit of the matched proposal. Its last layer starts at zero
+  (``zero_output=True``), so an untrained head outputs exactly the matching result and
+  training can only start from there.
+
+``levels`` may be a subset of conv2..conv5 (coarse to fine, whatever is given): a backbone
+without conv5 (our CPU detector trunk) refines from conv4 down to conv2.
 """
 
 from __future__ import annotations
@@ -60,16 +73,20 @@ class ConvLSTMCell(nn.Module):
 
 
 class RefinementHead(nn.Module):
-    """Four ConvLSTMs, conv5 to conv2, producing one refined logit map per object.
+    """One ConvLSTM per level (four: conv5 to conv2), producing one refined logit map per object.
 
-    feature_channels: channels of conv2..conv5 (in :data:`dmmlib.features.LEVELS` order).
-    width: channels of each reduced feature and of each ConvLSTM state.
+    feature_channels: channels of ``levels`` (in :data:`dmmlib.features.LEVELS` order; default
+    conv2..conv5). width: channels of each reduced feature and of each ConvLSTM state.
+    zero_output: start the last 1x1 conv at zero, so the head outputs 0 until it has trained
+    (the pass-through head's correction).
     """
 
-    def __init__(self, feature_channels: tuple[int, ...], width: int = 32):
+    def __init__(self, feature_channels: tuple[int, ...], width: int = 32, levels: tuple[str, ...] = LEVELS,
+                 zero_output: bool = False):
         super().__init__()
-        self.levels = tuple(reversed(LEVELS))  # coarse to fine
-        channels = dict(zip(LEVELS, feature_channels))
+        levels = tuple(level for level in LEVELS if level in levels)
+        self.levels = tuple(reversed(levels))  # coarse to fine
+        channels = dict(zip(levels, feature_channels))
         self.reduce = nn.ModuleDict({level: nn.Conv2d(channels[level], width, 1) for level in self.levels})
         cells = {}
         for k, level in enumerate(self.levels):
@@ -77,6 +94,9 @@ class RefinementHead(nn.Module):
             cells[level] = ConvLSTMCell(width + previous + 2, width)
         self.cells = nn.ModuleDict(cells)
         self.to_logit = nn.Conv2d(width, 1, 1)
+        if zero_output:
+            nn.init.zeros_(self.to_logit.weight)
+            nn.init.zeros_(self.to_logit.bias)
 
     def forward(
         self,

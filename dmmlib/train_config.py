@@ -63,6 +63,8 @@ class TrainConfig:
     proposal_cache: str | None = None  # folder of a ProposalCache (proposals: cache)
     proposal_weights: str | None = None  # ProposalNet weights (proposals: network): "coco" or a checkpoint path
     augment: bool = True  # random affine augmentation of the clips
+    # scale, shift and flip only (no rotation or shear): boxes stay boxes, so cached proposals follow the clip
+    augment_axis_aligned: bool = False
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
     log_every: int = 1
@@ -119,7 +121,9 @@ def _check_config(cfg: TrainConfig, source: str) -> None:
              '"coco" or the path of trained ProposalNet weights when proposals: network (an untrained one proposes noise)')
     if cfg.proposals == "cache":
         need(cfg.proposal_cache is not None, "proposal_cache", "the folder of a ProposalCache when proposals: cache")
-        need(not cfg.augment, "augment", "false when proposals: cache (cached proposals fit the unaugmented frames)")
+        need(not cfg.augment or cfg.augment_axis_aligned, "augment",
+             "false when proposals: cache, or augment_axis_aligned: true (cached proposals are warped along with "
+             "an axis-aligned augmentation, but cannot follow a rotation or shear)")
 
 
 def check_run_inputs(cfg: TrainConfig, proposal_source_given: bool = False, model_given: bool = False) -> None:

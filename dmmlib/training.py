@@ -15,8 +15,9 @@ Proposals come from one of three sources (config key ``proposals``, see
 * ``network`` -- a :class:`dmmlib.proposals.ProposalNet` (``proposal_weights``: ``"coco"``
   or a trained checkpoint) run on every augmented frame; youtube-vos.yaml uses it.
 * ``cache`` -- a :class:`dmmlib.proposals.ProposalCache` filled beforehand
-  (``proposal_cache``: its folder). Cached proposals are for the *unaugmented* frames,
-  so this source requires ``augment: false``; davis2017.yaml uses it.
+  (``proposal_cache``: its folder). Cached proposals are for the stored frames; they are
+  warped along with a clip's resize and augmentation, which must then be axis-aligned
+  (``augment_axis_aligned: true``: scale, shift, flip) or off (``augment: false``); davis2017.yaml uses it.
 
 Optimiser: Adam, ``lr_pretrained`` (1e-4) for weights loaded from a pretrained
 model and ``lr_random`` (1e-3) for randomly initialised ones, as two parameter groups.
@@ -64,7 +65,7 @@ from dmmlib.checkpoints import (
     save_checkpoint,
     save_training_checkpoint,
 )
-from dmmlib.data.clips import AffineAugment, ClipDataset, ClipSampler
+from dmmlib.data.clips import AXIS_ALIGNED, AffineAugment, ClipDataset, ClipSampler
 from dmmlib.data.davis import DavisDataset
 from dmmlib.data.generate import ensure_synthetic
 from dmmlib.data.youtube_vos import YouTubeVOSDataset
@@ -152,7 +153,7 @@ def build_dataset(cfg: TrainConfig) -> ClipDataset:
         clip_length=cfg.unroll + 1,
         seed=cfg.seed,
         size=tuple(cfg.frame_size),
-        augment=AffineAugment() if cfg.augment else None,
+        augment=(AXIS_ALIGNED if cfg.augment_axis_aligned else AffineAugment()) if cfg.augment else None,
         max_objects=cfg.max_objects,
     )
     return ClipDataset(sampler, cfg.clips_per_epoch)

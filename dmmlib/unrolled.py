@@ -67,11 +67,12 @@ def frame_query(frames: torch.Tensor, labels: torch.Tensor, meta: dict, t: int,
     """
     index = int(meta["frame_indices"][t]) if "frame_indices" in meta else t
     names = meta.get("frame_names") or []
-    instances = meta.get("instances")
+    instances, transform = meta.get("instances"), meta.get("transform")
     return FrameQuery(
         sequence=str(meta.get("sequence", "clip")), index=index, name=names[t] if names else f"{index:05d}",
         image=frames[t], labels=labels[t].cpu().numpy().astype(np.uint8),
         instances=None if instances is None else np.asarray(instances[t]), rng=rng,
+        transform=None if transform is None else np.asarray(transform, dtype=np.float64),
     )
 
 

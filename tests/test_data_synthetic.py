@@ -1,4 +1,4 @@
-"""The synthetic benchmark: determinism, the four difficulties, on-disk layout, completion, CLI."""
+"""The synthetic benchmark: determinism, the five difficulties, on-disk layout, completion, CLI."""
 
 import json
 import os
@@ -111,6 +111,54 @@ def test_distractors_look_like_their_tracked_object():
             to_others = [np.linalg.norm(mean[d] - mean[o]) for o in mean if o not in (d, twin) and o <= video.info["objects"]]
             close += to_twin < 15 and all(to_twin < other for other in to_others)
     assert close >= 3
+
+
+def test_crossing_pairs_share_a_shape_differ_in_texture_and_overlap_at_the_crossing():
+    """The "crossing" difficulty: objects 1 and 2 have the same outline and size but other textures, and around
+    the crossing one's previous mask overlaps the other, so the IoU term of Eq. 1 cannot tell them apart."""
+    config = SCENE.replace(difficulties=("crossing",), min_objects=2, max_objects=3)
+    ambiguous = 0
+    for seed in range(5):
+        video = render_video(config, seed=seed)
+        info = video.info
+        assert info["difficulty"] == "crossing" and info["lookalikes"] == [] and info["occlusions"] == []
+        (event,) = info["crossings"]
+        assert event["objects"] == [1, 2] and event["front"] in (1, 2) and 0 < event["frame"] < SCENE.frames - 1
+        first, second = info["instances"][0], info["instances"][1]
+        assert first["shape"] == second["shape"] and first["texture"] != second["texture"]
+        assert 0.8 < second["full_area"][0] / first["full_area"][0] < 1.25  # same size within the jitter
+        assert not any(e["object"] in (1, 2) for e in info["exits"])  # the pair stays in view
+        t0, back, front = event["frame"], 3 - event["front"], event["front"]
+        window = range(max(1, t0 - 2), min(SCENE.frames, t0 + 3))
+        area = (video.labels == back).sum(axis=(1, 2))
+        hidden = min(area[t] for t in window) / area[0]  # the object behind is mostly covered at the crossing
+        ratio = max(_iou(video.labels[t - 1] == back, video.labels[t] == front)
+                    / max(_iou(video.labels[t - 1] == back, video.labels[t] == back), 1e-6) for t in window)
+        apart = _iou(video.labels[0] == 1, video.labels[0] == 2) == 0.0
+        ambiguous += hidden < 0.6 and ratio > 0.2 and apart
+    assert ambiguous >= 4
+
+
+def _iou(a, b):
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+
+
+def test_difficulties_alternate_by_video_and_are_tagged_in_meta(tmp_path):
+    config = TINY.replace(difficulties=("lookalike", "crossing"), train_videos=4, frames=6, max_objects=3)
+    root = generate_benchmark(tmp_path / "bench", config, seed=1, progress=False)
+    meta = json.loads((root / "meta.json").read_text())
+    tags = {name: info["difficulty"] for name, info in meta["sequences"].items()}
+    assert [tags[f"train-{i:04d}"] for i in range(4)] == ["lookalike", "crossing", "lookalike", "crossing"]
+    for name, info in meta["sequences"].items():
+        assert bool(info["crossings"]) == (info["difficulty"] == "crossing")
+        if info["difficulty"] == "lookalike":
+            assert info["lookalikes"]  # distractor_prob 1: every look-alike video has one
+    assert set(synth_config_for_profile("cpu").difficulties) == {"lookalike", "crossing"}
+    with pytest.raises(DMMInputError, match="SynthConfig.difficulties"):
+        SCENE.replace(difficulties=("spinning",))
+    with pytest.raises(DMMInputError, match="SynthConfig.difficulties"):
+        SCENE.replace(difficulties=("crossing",), frames=2)
 
 
 def test_appearance_drift_changes_object_colour_over_time():

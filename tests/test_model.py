@@ -190,7 +190,7 @@ def test_the_perfect_tracking_check_can_fail():
 
 def test_gradients_reach_cost_and_backbone_through_the_matching_layer():
     frames, labels = rectangles_video(T=3)
-    model = DMMNet(default_config("smoke"))
+    model = DMMNet(default_config("smoke", refine_mode="plain"))  # the paper's head: logits = head(P^, ...)
     proposals = oracle(labels)
     state = model.init_state(to_tensor(frames[0]), templates_of(labels[0]))
     out1, state = model.step(to_tensor(frames[1]), [proposals[1]], state)
@@ -207,6 +207,59 @@ def test_gradients_reach_cost_and_backbone_through_the_matching_layer():
     assert through_cost.abs().sum() > 0
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.refinement.parameters())
+
+
+def _pass_through_scores(refine_mode):
+    """Track the smoke benchmark's first val video with an untrained model on jittered oracle proposals; per
+    (frame, object) the J of the output masks and the J of the matched proposals M it started from."""
+    from dmmlib.data import DavisDataset, ensure_synthetic
+    from dmmlib.lessons.measure import ground_truth_proposals
+    from dmmlib.tracking import TrackOptions, track_steps
+
+    root = ensure_synthetic(profile="smoke", progress=False)
+    sequence = DavisDataset(root, "val").sequence(DavisDataset(root, "val").names[0])
+    source = ground_truth_proposals(root, "val", n_noise=6, jitter=0.25)(sequence.name)
+    model = DMMNet(default_config("smoke", refine_mode=refine_mode)).eval()
+    output_j, matched_j = [], []
+    for step in track_steps(sequence.frame_paths, sequence.labels(0), model, source,
+                            options=TrackOptions(progress=False, sequence=sequence.name)):
+        if step.output is None:
+            continue
+        truth = torch.from_numpy(np.stack([sequence.labels(step.index) == i for i in step.object_ids]))
+        out = step.output
+        for mask_kind, store in ((out.logits[0] > 0, output_j), (out.matched_proposals[0] > 0.5, matched_j)):
+            inter = (mask_kind & truth).flatten(1).sum(1).double()
+            union = (mask_kind | truth).flatten(1).sum(1).double()
+            store.extend(torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)).tolist())
+    return np.array(output_j), np.array(matched_j)
+
+
+def test_untrained_pass_through_head_outputs_the_matched_proposals():
+    """The pass-through refinement starts from the matching result: J of the output == J of the matched proposals."""
+    output_j, matched_j = _pass_through_scores("pass-through")
+    assert len(output_j) >= 6 and 0.3 < matched_j.mean() < 0.99  # jittered proposals: J well below 1
+    np.testing.assert_allclose(output_j, matched_j, atol=1e-6)
+    # the same check fails for the paper's plain head, whose untrained output is noise around its bias
+    plain_output, plain_matched = _pass_through_scores("plain")
+    assert np.abs(plain_output - plain_matched).max() > 0.1
+
+
+def test_pass_through_head_starts_at_zero_and_learns():
+    frames, labels = rectangles_video(T=3)
+    model = DMMNet(default_config("smoke"))  # pass-through by default
+    assert model.config.refine_mode == "pass-through"
+    assert float(model.refinement.to_logit.weight.detach().abs().sum() + model.refinement.to_logit.bias.detach().abs().sum()) == 0.0
+    proposals = oracle(labels)
+    optimiser = torch.optim.Adam(model.refinement.parameters(), lr=1e-2)
+    for _ in range(2):  # step 1 moves the zero last layer, step 2 then reaches the layers before it
+        state = model.init_state(to_tensor(frames[0]), templates_of(labels[0]))
+        out, state = model.step(to_tensor(frames[1]), [proposals[1]], state)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(out.logits, templates_of(labels[1]))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.refinement.parameters())
+    assert float(model.refinement.to_logit.weight.detach().abs().sum()) > 0
 
 
 def test_state_detach_cuts_the_graph():

@@ -5,6 +5,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,3 +97,13 @@ def test_the_wheel_carries_the_configs_and_the_static_figures(tmp_path):
                          check=True).stdout.split()
     assert out[0].startswith(str(tmp_path / "site")), out  # read from the installed wheel
     assert out[1:] == ["True", "davis"]
+    entry_points = next((tmp_path / "site").glob("dmmlib-*.dist-info")) / "entry_points.txt"
+    assert "dmmlib = dmmlib.cli:main" in entry_points.read_text()  # the `dmmlib` console script
+
+
+def test_the_console_script_runs_the_cli():
+    script = Path(sys.executable).with_name("dmmlib")
+    if not script.exists():
+        pytest.skip("dmmlib is not installed in this interpreter's environment (pip install -e . installs the script)")
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("usage: dmmlib ") and "track" in out

@@ -521,6 +521,74 @@ def test_training_starts_from_given_weights(benchmark, lite_net, tmp_path):
     assert all(torch.equal(saved[k], v) for k, v in lite_net.detector.state_dict().items())
 
 
+def test_cached_proposals_follow_an_axis_aligned_clip_transform(tmp_path):
+    """Proposals cached for the stored frames, warped by a clip's resize + scale/shift/flip, fit the clip's labels."""
+    from dmmlib.data import DavisDataset, ensure_synthetic
+    from dmmlib.data.clips import AffineAugment, ClipDataset, ClipSampler
+    from dmmlib.proposals.cache import ProposalCache
+    from dmmlib.proposals.sources import cached_source
+    from dmmlib.unrolled import frame_query
+
+    root = ensure_synthetic(profile="smoke", progress=False)
+    dataset = DavisDataset(root, "train")
+    cache = ProposalCache(tmp_path / "cache")
+    for name in dataset.names:
+        sequence = dataset.sequence(name)
+        for index in range(len(sequence)):
+            cache.put(name, sequence.frame_names[index], proposals_from_labels(sequence.labels(index), n_noise=0))
+    flips = AffineAugment(rotation=0.0, shear=0.0, flip_prob=1.0, scale=(0.8, 1.2))
+    clips = ClipDataset(ClipSampler(dataset, clip_length=2, seed=3, size=(40, 72), augment=flips), 4)
+    source = cached_source(cache)
+    checked = 0
+    for index in range(len(clips)):
+        item = clips[index]
+        meta = {k: v for k, v in item.items() if k not in ("frames", "labels")}
+        assert float(meta["transform"][0, 0]) < 0  # flipped
+        proposals = source(frame_query(item["frames"], item["labels"], meta, 1, np.random.default_rng(0)))
+        pasted = proposals.paste(40, 72, threshold=0.5).bool()
+        labels = item["labels"][1]
+        for k in range(1, item["num_objects"] + 1):
+            truth = labels == k
+            if truth.sum() < 20:
+                continue
+            ious = (pasted & truth).flatten(1).sum(1) / (pasted | truth).flatten(1).sum(1)
+            assert float(ious.max()) > 0.75, (index, k, float(ious.max()))
+            checked += 1
+    assert checked >= 3
+    rotated = np.array([[0.9, 0.1, 0.0], [-0.1, 0.9, 0.0]])
+    with pytest.raises(DMMInputError, match="axis-aligned"):
+        proposals.transformed(rotated, (40, 72))
+
+
+def test_matching_features_start_from_the_proposal_nets_backbone(tmp_path):
+    """f_theta initialised from a copy of the detector's trunk computes exactly the detector's conv2-conv4 maps."""
+    from dmmlib.features import FeatureExtractor
+    from dmmlib.proposals.net import ProposalNet
+
+    torch.manual_seed(0)
+    net = ProposalNet("resnet18_fpn_lite", seed=1).eval()
+    with torch.no_grad():  # non-trivial batch-norm statistics, as after training
+        for module in net.detector.backbone.body.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    state = net.backbone_state_dict()
+    assert not any(k.startswith(("layer4.", "fc.")) for k in state) and "layer3.1.conv2.weight" in state
+    torch.save(state, tmp_path / "trunk.pt")
+    levels = ("conv2", "conv3", "conv4")
+    features = FeatureExtractor("resnet18", weights=tmp_path / "trunk.pt", pool_levels=levels).eval()
+    assert features.levels == levels and "conv5" not in features.stages
+    frames = torch.rand(2, 3, 48, 80)
+    with torch.no_grad():
+        ours = features(frames)
+        mean, std = features.mean, features.std
+        theirs = net.detector.backbone.body((frames - mean) / std)
+    for k, level in enumerate(levels):
+        torch.testing.assert_close(ours[level], theirs[str(k)], atol=1e-5, rtol=1e-4)
+    with pytest.raises(DMMInputError, match="do not fit"):  # the trunk has no conv5 to pool
+        FeatureExtractor("resnet18", weights=tmp_path / "trunk.pt")
+
+
 def test_proposal_training_reads_losses_in_batches_and_names_the_diverged_step(tmp_path):
     from dmmlib.proposals.train import ProposalTrainConfig, _ProposalRun
 

@@ -1,16 +1,27 @@
-"""dmmlib.lessons.table4: the frozen model and run_table4 end to end (smoke); the idealised proposals it uses."""
+"""dmmlib.lessons.book_models / table4 / table4_report: units of work end to end (smoke), caching, resuming,
+the baselines, the report's statistics; and the idealised proposals kept for ablations."""
 
+import json
+import shutil
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from dmmlib.data import DavisDataset, ensure_synthetic
-from dmmlib.lessons import table4 as rep
+from dmmlib.data.clips import AXIS_ALIGNED, ClipDataset, ClipSampler
+from dmmlib.lessons import book_models
+from dmmlib.lessons import table4 as t4
+from dmmlib.lessons import table4_report as report
+from dmmlib.lessons.stats import PairedEstimate
+from dmmlib.proposals import ProposalCache, proposals_from_labels
 from dmmlib.proposals.oracle import IdealProposals, instance_proposals
 from dmmlib.proposals.sources import instance_source
 from dmmlib.unrolled import frame_query
+
+TINY = {"steps": 2, "checkpoint_every": 1, "heldout_every": 1, "heldout_clips": 1}
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -21,6 +32,14 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def smoke_root():
     return ensure_synthetic(profile="smoke", progress=False)
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch, one_torch_thread):
+    """Every unit and evaluation of this test goes to ``tmp_path`` (the proposal net stays shared)."""
+    monkeypatch.setattr(book_models, "runs_dir", lambda: tmp_path / "runs")
+    monkeypatch.setattr(t4, "runs_dir", lambda: tmp_path / "runs")
+    return tmp_path / "runs"
 
 
 def _instance_frame_with_distractor(root):
@@ -47,9 +66,6 @@ def test_instance_proposals_cover_every_instance_including_distractors(smoke_roo
     for instance in ids:  # tracked objects and distractors alike get a proposal overlapping them well
         best = max(_iou(p, labels == instance) for p in pasted)
         assert best >= 0.5, (instance, best)
-    # the oracle-noisy source of the training config has none for the distractors: that is the point
-    from dmmlib.proposals import proposals_from_labels
-
     tracked_only = np.where(labels > k, 0, labels).astype(np.uint8)
     oracle = proposals_from_labels(tracked_only, n_noise=0).paste(threshold=0.5).numpy().astype(bool)
     distractor = labels == max(ids)
@@ -64,54 +80,141 @@ def test_instance_proposals_deterministic_and_capped(smoke_root):
     assert torch.equal(a.boxes, b.boxes) and torch.equal(a.masks, b.masks) and torch.equal(a.scores, b.scores)
     assert not torch.equal(a.boxes[: len(c)], c.boxes[: len(a)])
     assert bool((a.scores[:-1] >= a.scores[1:]).all())
-    many = IdealProposals(noise=80)
-    capped = instance_proposals(labels, np.random.default_rng(0), many)
-    assert len(capped) == 50
+    assert len(instance_proposals(labels, np.random.default_rng(0), IdealProposals(noise=80))) == 50
     assert len(instance_proposals(labels, np.random.default_rng(0), IdealProposals(noise=80, top_k=7))) == 7
 
 
 def test_clips_carry_instances_aligned_with_labels(smoke_root):
-    cfg = rep.train_config("ft2", seed=0, profile="smoke")
-    clips = rep.clip_dataset(cfg, smoke_root)
-    item = clips[0]
-    assert item["instances"].shape == item["labels"].shape
-    # every tracked pixel of the (augmented) clip is an instance pixel as well
+    sampler = ClipSampler(DavisDataset(smoke_root, "train"), clip_length=3, seed=0, size=(48, 80), augment=AXIS_ALIGNED,
+                          instances=DavisDataset(smoke_root, "train", annotations="Instances"))
+    item = ClipDataset(sampler, 2)[0]
+    assert item["instances"].shape == item["labels"].shape and item["transform"].shape == (2, 3)
     assert bool(((item["labels"] > 0) <= (item["instances"] > 0)).all())
     meta = {k: v for k, v in item.items() if k not in ("frames", "labels")}
-    query = frame_query(item["frames"], item["labels"], meta, 1, np.random.default_rng(0))
-    proposals = instance_source()(query)
+    proposals = instance_source()(frame_query(item["frames"], item["labels"], meta, 1, np.random.default_rng(0)))
     assert len(proposals) >= int(item["labels"][1].max())
 
 
-def test_frozen_model_keeps_feature_weights(smoke_root, tmp_path, monkeypatch):
-    monkeypatch.setattr(rep, "run_root", lambda profile=None: tmp_path / "runs")
-    budget = dict(rep.table4_budget("smoke"), steps=2, refine=True)  # the head trains, the features must not
-    cfg = rep.train_config("frozen", 0, "smoke", budget)
-    initial = rep.build_model(cfg, frozen=True).features.state_dict()
-    model, run_dir, log = rep.train_model("frozen", 0, "smoke", budget)
-    assert len(log) == 2
-    for key, value in model.features.state_dict().items():
-        assert torch.equal(value.cpu(), initial[key]), key
-    head_initial = rep.build_model(cfg, frozen=True).refinement.state_dict()
-    assert any(not torch.equal(v.cpu(), head_initial[k]) for k, v in model.refinement.state_dict().items())
+def test_book_model_config_uses_the_trained_proposals_and_trunk(smoke_root):
+    assets = book_models.prepare_proposals("smoke")
+    cfg = book_models.train_config("ft2", 1, "smoke")
+    assert cfg.proposals == "cache" and cfg.proposal_cache == str(assets.caches["train"])
+    assert cfg.backbone_weights == str(assets.f_theta) and cfg.augment and cfg.augment_axis_aligned
+    assert cfg.seed == 1 and cfg.unroll == 2 and cfg.model["refine_mode"] == "pass-through"
+    assert book_models.train_config("ft2-plain", 1, "smoke").model["refine_mode"] == "plain"
+    assert book_models.train_config("frozen", 1, "smoke").unroll == book_models.FROZEN_UNROLL
+    model = book_models.build_model(cfg, frozen=True)
+    assert not any(p.requires_grad for p in model.features.parameters())
+    assert "conv5" not in model.features.stages  # the smoke/cpu trunk has no conv5
 
 
-def test_run_table4_smoke_end_to_end_and_cached(smoke_root, tmp_path, monkeypatch):
-    monkeypatch.setattr(rep, "run_root", lambda profile=None: tmp_path / "runs")
-    budget = dict(rep.table4_budget("smoke"), steps=1, seeds=(0,), val_videos=1, frame_size=[32, 56])
-    first = rep.run_table4("smoke", progress=False, budget=budget)
-    assert sorted(first["row"].unique()) == sorted(rep.ROWS)
-    assert len(first) == len(rep.ROWS)
-    for metric in ("J_M", "F_M"):
-        assert first[metric].between(0, 1).all()
-    frozen = first[first["model"] == "frozen"]
-    assert frozen["run_dir"].nunique() == 1  # one frozen model per seed, shared by its three rows
+def test_frozen_unit_keeps_its_features_and_units_are_cached(runs):
+    budget = dict(book_models.model_budget("smoke"), **TINY)
+    cfg = book_models.train_config("frozen", 0, "smoke", budget)
+    initial = book_models.build_model(cfg, frozen=True)
+    unit = book_models.train_unit("frozen", 0, "smoke", budget)
+    assert len(unit.log) == 2 and [r["step"] for r in unit.heldout] == [0, 1, 2]
+    for key, value in unit.model.features.state_dict().items():
+        assert torch.equal(value.cpu(), initial.features.state_dict()[key]), key
+    head = unit.model.refinement.state_dict()
+    assert any(not torch.equal(v.cpu(), initial.refinement.state_dict()[k]) for k, v in head.items())
+    assert not (unit.run_dir / "checkpoints").exists()  # a finished unit keeps model.pt only
     started = time.perf_counter()
-    second = rep.run_table4("smoke", progress=False, budget=budget)
-    assert time.perf_counter() - started < 10
-    cols = ["seed", "row", "J_M", "F_M", "match_ok"]
-    assert first[cols].equals(second[cols])
-    summary = rep.summarise_table4(first)
-    assert list(summary.index) == list(rep.ROWS) and (summary["n"] == 1).all()
-    verdicts = rep.verdicts(first)
-    assert len(verdicts) == len(rep.ROWS) and verdicts["sentence"].str.len().gt(20).all()
+    again = book_models.train_unit("frozen", 0, "smoke", budget)
+    assert time.perf_counter() - started < 10 and again.run_dir == unit.run_dir
+    other = dict(budget, lr_random=5e-4)  # other settings: another unit
+    assert book_models.run_dir("frozen", 0, "smoke", other) != unit.run_dir
+
+
+def test_a_killed_unit_resumes_and_ends_like_an_uninterrupted_one(runs, monkeypatch):
+    budget = dict(book_models.model_budget("smoke"), **dict(TINY, steps=3))
+    straight = book_models.train_unit("ft1", 0, "smoke", budget).model.state_dict()
+    folder = book_models.run_dir("ft1", 0, "smoke", budget)
+    shutil.rmtree(folder)
+    real = book_models.heldout_loss
+
+    def killed_at_step_2(model, cfg, profile=None, budget=None):
+        if len(book_models.read_jsonl(folder / book_models.HELDOUT_LOG)) == 2:  # steps 0 and 1 logged
+            raise KeyboardInterrupt("killed")
+        return real(model, cfg, profile, budget)
+
+    monkeypatch.setattr(book_models, "heldout_loss", killed_at_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        book_models.train_unit("ft1", 0, "smoke", budget)
+    assert not (folder / "done.json").exists() and list((folder / "checkpoints").glob("*.pt"))
+    monkeypatch.setattr(book_models, "heldout_loss", real)
+    resumed = book_models.train_unit("ft1", 0, "smoke", budget)
+    for key, value in resumed.model.state_dict().items():
+        assert torch.equal(value, straight[key]), key
+    assert [r["step"] for r in resumed.heldout] == [0, 1, 2, 3]
+
+
+def test_ceiling_of_exact_proposals_is_the_truth_and_static_repeats_frame_0(smoke_root, tmp_path):
+    sequence = DavisDataset(smoke_root, "val").sequence(DavisDataset(smoke_root, "val").names[0])
+    cache = ProposalCache(tmp_path / "exact")
+    for t in range(len(sequence)):
+        cache.put(sequence.name, sequence.frame_names[t], proposals_from_labels(sequence.labels(t), n_noise=3))
+    height, width = sequence.labels(0).shape
+    ceiling = list(t4.ceiling_labels(sequence, cache, (height, width)))
+    for t, labels in enumerate(ceiling):
+        truth = sequence.labels(t)
+        assert np.mean(labels == np.where(truth == 255, 0, truth)) > 0.98, t
+    static = list(t4.static_labels(sequence))
+    assert len(static) == len(sequence) and all(np.array_equal(s, static[0]) for s in static)
+
+
+def test_run_table4_smoke_end_to_end_cached_and_reported(runs):
+    budget = dict(book_models.model_budget("smoke"), **dict(TINY, steps=1))
+    settings = dict(t4.table4_settings("smoke"), val_videos=2, bootstrap=100)
+    objects, videos = t4.run_table4("smoke", budget=budget, settings=settings)
+    assert set(objects["row"]) == set(t4.ROWS + t4.ABLATIONS)
+    assert objects[["J", "F", "JF"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert set(objects["difficulty"]) <= {"lookalike", "crossing"}
+    per_row = objects.groupby("row").size()
+    assert per_row.nunique() == 1  # every row scores the same objects
+    assert set(videos["row"]) == set(t4.ROWS + t4.ABLATIONS) - {"static", "ceiling"}
+    started = time.perf_counter()
+    again, _ = t4.run_table4("smoke", budget=budget, settings=settings)
+    assert time.perf_counter() - started < 20
+    pd.testing.assert_frame_equal(objects, again)
+    summary = report.summary_table(objects)
+    assert list(summary.index) == [r for r in t4.ROWS + t4.ABLATIONS]
+    rows = report.report_card_rows(objects)
+    assert len(rows) == 3 * len(summary) and json.loads(json.dumps(rows)) == rows
+    checks = report.claim_checks(objects, n_boot=100)
+    assert len(checks) == len(report.CLAIMS) and checks["verdict"].str.len().gt(5).all()
+    targets = report.targets(objects, videos, n_boot=100)
+    assert list(targets.index) == ["gap", "refinement", "appearance"]
+
+
+def test_contrast_is_the_paired_difference_and_targets_read_it():
+    rows = []
+    for seed in (0, 1):
+        for video, difficulty, n in (("a", "lookalike", 2), ("b", "crossing", 1), ("c", "crossing", 3)):
+            for k in range(n):
+                for row, value in (("x", 0.6), ("y", 0.5)):
+                    rows.append({"seed": seed, "row": row, "video": video, "difficulty": difficulty, "object": k,
+                                 "J": value, "F": value, "JF": value})
+    objects = pd.DataFrame(rows)
+    estimate = report.compare(objects, "x", "y", n_boot=50)
+    assert estimate.mean == pytest.approx(10.0) and estimate.low == pytest.approx(10.0)
+    assert report.compare(objects, "x", "y", "crossing", n_boot=50).n_videos == 2
+    assert np.isnan(report.compare(objects[objects["difficulty"] == "crossing"], "x", "y", "lookalike").mean)
+
+
+def test_provisional_verdicts_and_flatness():
+    def estimate(low, high):
+        return PairedEstimate((low + high) / 2, 0.0, low, high, 0.95, 3, 12, 30)
+
+    assert report.provisional_verdict(estimate(-3, -1), "lower") == "reproduces"
+    assert report.provisional_verdict(estimate(-1, 2), "lower") == "undecided"
+    assert report.provisional_verdict(estimate(1, 2), "lower") == "does not reproduce"
+    assert report.provisional_verdict(estimate(-0.5, 0.8), "alike") == "reproduces"
+    assert report.provisional_verdict(estimate(1.5, 3), "alike") == "does not reproduce"
+    assert report.provisional_verdict(estimate(-2, 0.5), "alike") == "undecided"
+    assert report.provisional_verdict(estimate(0.5, 2), "higher") == "reproduces"
+    assert report.provisional_verdict(estimate(-2, 0.5), "not higher") == "reproduces"
+    assert report.provisional_verdict(estimate(0.2, 3), "not higher") == "does not reproduce"
+    flat = report.flatness([{"step": s, "loss": 1.0 - 0.5 * (1 - np.exp(-s / 5))} for s in range(0, 101, 10)])
+    falling = report.flatness([{"step": s, "loss": 1.0 - 0.004 * s} for s in range(0, 101, 10)])
+    assert flat["late_share"] < 0.05 and falling["late_share"] == pytest.approx(0.4)

@@ -144,6 +144,48 @@ def test_track_command(tmp_path):
     assert "Traceback" not in bad.stderr
 
 
+def test_track_command_default_model_untrained_flag_and_clear_error(tmp_path):
+    """Without --checkpoint: the published default model (and its proposal net), said so; else --untrained
+    with a warning; else an error saying how to get a trained model."""
+    from dmmlib.checkpoints import publish_default_model
+    from dmmlib.proposals import ProposalNet
+
+    frames, labels = rectangles_video(T=3)
+    write_sequence(tmp_path / "seq", frames, labels)
+    write_label_png(tmp_path / "first.png", labels[0])
+    data = tmp_path / "data"
+
+    def track_cli(out, *extra):
+        env = dict(os.environ, DMM_PROFILE="smoke", OMP_NUM_THREADS="1", DMM_DATA_DIR=str(data))
+        return subprocess.run([sys.executable, "-m", "dmmlib", "track", "--frames", str(tmp_path / "seq"),
+                               "--mask", str(tmp_path / "first.png"), "--out", str(tmp_path / out), "--device", "cpu",
+                               *map(str, extra)], capture_output=True, text=True, env=env, cwd=ROOT)
+
+    refused = track_cli("o1")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "no trained default model" in refused.stderr and "--untrained" in refused.stderr
+    assert "chapter 8" in refused.stderr and not (tmp_path / "o1").exists()
+    untrained = track_cli("o2", "--untrained")
+    assert untrained.returncode == 0, untrained.stderr
+    assert "untrained DMMNet" in untrained.stderr and "untrained ProposalNet" in untrained.stderr
+    assert len(list((tmp_path / "o2").glob("*.png"))) == 3
+    assert track_cli("o3", "--untrained", "--checkpoint", tmp_path / "x.pt").returncode == 2
+
+    save_checkpoint(tmp_path / "model.pt", oracle_model())
+    torch.save(ProposalNet(profile="smoke").detector.state_dict(), tmp_path / "proposal_net.pt")
+    os.environ["DMM_DATA_DIR"] = str(data)
+    try:
+        publish_default_model(tmp_path / "model.pt", "smoke", {"trained_by": "a test",
+                                                                "proposal_checkpoint": str(tmp_path / "proposal_net.pt")})
+    finally:
+        del os.environ["DMM_DATA_DIR"]
+    default = track_cli("o4")
+    assert default.returncode == 0, default.stderr
+    assert "default-model-smoke/model.pt (trained by a test)" in default.stdout
+    assert "proposal_net.pt (the default model's proposal net)" in default.stdout
+    assert "untrained" not in default.stderr
+
+
 def test_predict_command(tmp_path):
     root = tmp_path / "davis"
     cache = ProposalCache(tmp_path / "cache")

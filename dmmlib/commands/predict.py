@@ -57,10 +57,10 @@ def main(args: argparse.Namespace) -> int:
     target = results_folder(args.dataset, args.out)
     check_outputs(plans, target, args.force)  # fail fast, before the models are built
     check_writable_folder(target, f"--out {args.out}")
-    model = load_model(args.checkpoint)
+    model = load_model(args.checkpoint, args.untrained)
     if args.lam is not None:
         model.config.lam = float(args.lam)  # read by every step (Eq. 1); the weights do not depend on it
-    supply = proposal_supply(args.proposals_cache, args.proposal_checkpoint, args.device)
+    supply = proposal_supply(args.proposals_cache, args.proposal_checkpoint, args.device, args.untrained)
     written = predict_videos(plans, target, model, supply, options)
     print(f"wrote results for {len(written)} videos to {target}")
     return 0

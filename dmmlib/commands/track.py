@@ -52,8 +52,8 @@ def main(args: argparse.Namespace) -> int:
         plain_name(args.sequence, "--sequence")
     video = open_video(args.frames, args.mask, sequence=args.sequence, mask_name="--mask")
     options = TrackOptions(device=args.device, size=args.size, progress=True, sequence=video.sequence, amp=args.amp)
-    model = load_model(args.checkpoint)
-    source = proposal_supply(args.proposals_cache, args.proposal_checkpoint, args.device)(video.sequence)
+    model = load_model(args.checkpoint, args.untrained)
+    source = proposal_supply(args.proposals_cache, args.proposal_checkpoint, args.device, args.untrained)(video.sequence)
     names = video.names or (f"{i:05d}" for i in itertools.count())  # a video file has no names
     labels = (step.labels for step in video_steps(video, model, source, options))
     with staged_folder(out_dir) as staging:  # every PNG of the video, or (on an error) none

@@ -25,7 +25,11 @@ from dmmlib.errors import DMMInputError
 @dataclass(frozen=True)
 class AffineAugment:
     """Ranges of the random affine transform: rotation and shear in degrees (symmetric),
-    scale factor range, translation as a fraction of the output size, horizontal flip probability."""
+    scale factor range, translation as a fraction of the output size, horizontal flip probability.
+
+    With ``rotation = shear = 0`` the transform is axis-aligned (scale, shift, flip): boxes stay
+    boxes, so proposals cached for the stored frames can be warped along with a clip
+    (:meth:`dmmlib.proposals.FrameProposals.transformed`); :data:`AXIS_ALIGNED` is that setting."""
 
     rotation: float = 10.0
     scale: tuple[float, float] = (0.9, 1.1)
@@ -44,6 +48,10 @@ class AffineAugment:
         linear = rotate @ np.array([[1.0, np.tan(shear)], [0.0, 1.0]]) @ np.diag([flip * scale, scale])
         centre = np.array([(width - 1) / 2, (height - 1) / 2])
         return np.concatenate([linear, (centre - linear @ centre + shift)[:, None]], axis=1)
+
+
+#: The augmentation that cached proposals can follow: scale 0.9-1.1, shift up to 8 %, horizontal flips.
+AXIS_ALIGNED = AffineAugment(rotation=0.0, shear=0.0, flip_prob=0.5)
 
 
 def resize_matrix(in_size: tuple[int, int], out_size: tuple[int, int]) -> np.ndarray:
@@ -87,7 +95,8 @@ class Clip:
     clip's objects renumbered 1..K in the order of ``object_ids`` (their ids in the dataset); ``void`` bool
     ``[T, H, W]``; ``frame_indices`` the frames' indices in ``sequence`` and ``frame_names`` their file
     stems; ``instances`` uint8 ``[T, H, W]`` (the sampler's instance maps, ids as stored, warped like the
-    labels) or None."""
+    labels) or None; ``matrix`` the 2x3 map from the stored frames' pixel centres to the clip's (resize and
+    augmentation), with which cached proposals of the stored frames are warped to fit the clip."""
 
     frames: np.ndarray
     labels: np.ndarray
@@ -97,6 +106,7 @@ class Clip:
     object_ids: list[int]
     instances: np.ndarray | None = None
     frame_names: list[str] | None = None
+    matrix: np.ndarray | None = None
 
 
 class ClipSampler:
@@ -176,7 +186,7 @@ class ClipSampler:
                 ])
             frames, labels, void = warp_clip(frames, labels, void, matrix, out_size)
         names = [sequence.frame_names[i] for i in indices]
-        return Clip(frames, labels, void, sequence.name, list(indices), present, instances, names)
+        return Clip(frames, labels, void, sequence.name, list(indices), present, instances, names, matrix)
 
 
 class ClipDataset:
@@ -185,7 +195,8 @@ class ClipDataset:
     Item ``i`` is a dict: ``frames`` float32 ``[T, 3, H, W]`` in [0, 1] (uint8 ``[T, 3, H, W]`` with
     ``uint8_frames=True``, for a loader that ships bytes to the GPU and scales them there),
     ``labels`` int64 ``[T, H, W]``, ``void`` bool ``[T, H, W]``, ``num_objects`` int, ``sequence`` str,
-    ``frame_indices`` int64 ``[T]``, ``frame_names`` (list of T file stems), and
+    ``frame_indices`` int64 ``[T]``, ``frame_names`` (list of T file stems), ``transform`` float64 ``[2, 3]``
+    (:attr:`Clip.matrix`), and
     ``instances`` int64 ``[T, H, W]`` when the sampler has instance maps.
     Call :meth:`set_epoch` to draw new clips each epoch, deterministically.
     """
@@ -225,6 +236,7 @@ class ClipDataset:
             "sequence": clip.sequence,
             "frame_indices": torch.tensor(clip.frame_indices, dtype=torch.int64),
             "frame_names": list(clip.frame_names or []),
+            "transform": torch.from_numpy(np.asarray(clip.matrix, dtype=np.float64)),
         }
         if clip.instances is not None:
             item["instances"] = torch.from_numpy(clip.instances.astype(np.int64))

@@ -1,9 +1,19 @@
 """Drawing one synthetic video's scene: its objects, their paths, textures and events.
 
 :func:`sample_scene` decides *what happens* in a video (which objects, where they move,
-who occludes whom, which look-alike distractors appear); :mod:`dmmlib.data.synthetic`
-renders it. Everything draws from one ``numpy.random.Generator``, so a scene is a pure
-function of the generator's state.
+who occludes whom, which look-alike distractors appear, which two objects cross);
+:mod:`dmmlib.data.synthetic` renders it. Everything draws from one
+``numpy.random.Generator``, so a scene is a pure function of the generator's state.
+
+Each video has one *difficulty* (:data:`DIFFICULTIES`), the thing that makes matching hard:
+
+* ``"lookalike"`` -- distractors with the *same* texture and a similar shape as a tracked
+  object (:func:`_add_lookalikes`): appearance cannot tell them apart, the IoU with the
+  previous mask (Eq. 1) must;
+* ``"crossing"`` -- two tracked objects of *different* texture but the same shape and
+  size whose paths cross, one passing in front of the other (:func:`_add_crossing`): around
+  the crossing the previous mask of one overlaps the other as much as itself, so the IoU
+  term is ambiguous and the appearance (cosine) term of Eq. 1 must decide.
 """
 
 from __future__ import annotations
@@ -16,7 +26,7 @@ import numpy as np
 from scipy.interpolate import PchipInterpolator
 
 from dmmlib.data.photos import ALL_PHOTOS, COLOUR_PHOTOS, GREY_PHOTOS, load_photo
-from dmmlib.data.synth_config import SynthConfig
+from dmmlib.data.synth_config import DIFFICULTIES, SynthConfig
 
 
 @dataclass
@@ -207,6 +217,39 @@ def _add_lookalikes(sampler: _SceneSampler, instances: list[Instance], count: in
     return lookalikes
 
 
+def _add_crossing(sampler: _SceneSampler, instances: list[Instance]) -> list[dict]:
+    """Make tracked objects 1 and 2 a crossing pair; return the crossing event.
+
+    Object 2 takes object 1's outline (jittered like a look-alike's) and a radius within
+    ``crossing_size_jitter`` of it, but keeps its own texture. Their paths pass through
+    nearly the same point at a middle frame (offset by at most ``crossing_offset`` radii),
+    coming from roughly opposite sides; the depth order decides which one passes in front.
+    """
+    rng, config, T = sampler.rng, sampler.config, sampler.T
+    first, second = instances[0], instances[1]
+    second.contour = _jitter_contour(rng, first.contour, config.distractor_shape_jitter)
+    second.shape = first.shape
+    second.radius = first.radius * rng.uniform(1 - config.crossing_size_jitter, 1 + config.crossing_size_jitter)
+    second.scales = first.scales * rng.uniform(0.97, 1.03)
+    time = min(int(rng.integers(max(1, T // 3), max(2, (2 * T) // 3 + 1))), T - 2)  # 0 < time < T - 1
+    extent = max(first.radius * first.scales.max(), second.radius * second.scales.max())
+    centre = sampler.inside_point(extent)
+    heading = rng.uniform(0, 2 * np.pi)
+    turn = heading + np.pi + np.deg2rad(rng.uniform(-60, 60))
+    normal = np.array([-np.sin(heading), np.cos(heading)])
+    offset = normal * rng.uniform(-1, 1) * config.crossing_offset * first.radius
+    low = np.array([min(extent, sampler.W / 2), min(extent, sampler.H / 2)])
+    high = np.array([sampler.W, sampler.H]) - low
+    for instance, angle, meet in ((first, heading, centre), (second, turn, np.clip(centre + offset, low, high))):
+        step = config.speed * sampler.W * rng.uniform(0.6, 1.0)
+        direction = np.array([np.cos(angle), np.sin(angle)])
+        start = np.clip(meet - direction * step * time, low, high)
+        end = np.clip(meet + direction * step * (T - 1 - time), low, high)
+        instance.positions = _smooth_path([0, time, T - 1], [start, meet, end], T)
+    front = int(rng.integers(1, 3))
+    return [{"objects": [1, 2], "frame": time, "front": front}]
+
+
 def _force_occlusion(sampler: _SceneSampler, instances: list[Instance], count: int, exits: list[dict],
                      depth: list[int]) -> list[dict]:
     """Maybe steer one object over a tracked one at a middle frame (and in front of it); the event, if any."""
@@ -233,21 +276,40 @@ def _force_occlusion(sampler: _SceneSampler, instances: list[Instance], count: i
     return [{"occluder": occluder + 1, "occluded": occluded + 1, "frame": time}]
 
 
-def sample_scene(rng: np.random.Generator, config: SynthConfig) -> tuple[dict, list[Instance], dict]:
-    """Background description, instances (tracked first, then distractors) and event records."""
+def sample_scene(rng: np.random.Generator, config: SynthConfig,
+                 difficulty: str = "lookalike") -> tuple[dict, list[Instance], dict]:
+    """Background description, instances (tracked first, then distractors) and event records.
+
+    ``difficulty`` (one of :data:`DIFFICULTIES`) decides what makes the video hard: look-alike
+    distractors, or a crossing pair of tracked objects (then no look-alikes and no forced occlusion).
+    """
     sampler = _SceneSampler(rng, config)
     background_photo = str(rng.choice(COLOUR_PHOTOS))
     texture_pool = [p for p in ALL_PHOTOS if p != background_photo]
-    count = int(rng.integers(config.min_objects, config.max_objects + 1))
+    crossing = difficulty == "crossing"
+    low = max(2, config.min_objects) if crossing else config.min_objects
+    count = int(rng.integers(low, max(low, config.max_objects) + 1))
     # distinct photos for the tracked objects keep them apart by appearance; only
     # distractors share a tracked object's texture
     photos = rng.choice(texture_pool, size=count, replace=count > len(texture_pool))
     instances, exits = _tracked_instances(sampler, photos)
-    lookalikes = _add_lookalikes(sampler, instances, count)
-    depth = list(rng.permutation(len(instances)))  # depth[i]: larger is nearer the camera
-    occlusions = _force_occlusion(sampler, instances, count, exits, depth)
+    if crossing:
+        lookalikes, occlusions = [], []
+        exits = [e for e in exits if e["object"] > 2]  # the crossing pair stays in view
+        crossings = _add_crossing(sampler, instances)
+        depth = list(rng.permutation(len(instances)))
+        front = crossings[0]["front"] - 1
+        behind = 1 - front
+        if depth[front] < depth[behind]:
+            depth[front], depth[behind] = depth[behind], depth[front]
+    else:
+        lookalikes = _add_lookalikes(sampler, instances, count)
+        crossings = []
+        depth = list(rng.permutation(len(instances)))  # depth[i]: larger is nearer the camera
+        occlusions = _force_occlusion(sampler, instances, count, exits, depth)
     background = _sample_background(rng, background_photo, config)
-    events = {"exits": exits, "occlusions": occlusions, "lookalikes": lookalikes, "depth": [int(d) for d in depth]}
+    events = {"difficulty": difficulty, "exits": exits, "occlusions": occlusions, "lookalikes": lookalikes,
+              "crossings": crossings, "depth": [int(d) for d in depth]}
     return background, instances, events
 
 

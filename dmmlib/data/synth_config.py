@@ -12,6 +12,11 @@ from dataclasses import dataclass
 from dmmlib.errors import DMMInputError
 from dmmlib.profiles import by_profile
 
+#: What makes a video hard (see :mod:`dmmlib.data.scenes`): look-alike distractors of a tracked
+#: object (appearance cannot decide, the IoU with the previous mask must), or two tracked objects
+#: of different appearance and the same shape crossing (the IoU is ambiguous, appearance must decide).
+DIFFICULTIES = ("lookalike", "crossing")
+
 
 @dataclass(frozen=True)
 class SynthConfig:
@@ -45,6 +50,12 @@ class SynthConfig:
     max_distractors: int = 2
     # relative radial perturbation of a distractor's outline vs. its look-alike
     distractor_shape_jitter: float = 0.12
+    # the difficulty of video i is difficulties[i % len(difficulties)] (one of DIFFICULTIES)
+    difficulties: tuple[str, ...] = ("lookalike",)
+    # crossing pair: largest relative size difference, and largest offset of the two paths at
+    # the crossing, in radii of the first object
+    crossing_size_jitter: float = 0.1
+    crossing_offset: float = 0.5
     # colour gain / brightness change reached at the last frame (0 disables)
     drift: float = 0.35
     # slide of the texture crop over the video, as a fraction of the crop size
@@ -83,20 +94,31 @@ class SynthConfig:
                      "texture_drift", "camera_pan", "background_blur", "noise"):
             need(getattr(self, name) >= 0, name, "a value >= 0")
         need(self.scale_change < 1, "scale_change", "a value in [0, 1)")
+        need(len(self.difficulties) >= 1 and set(self.difficulties) <= set(DIFFICULTIES), "difficulties",
+             f"a non-empty tuple of {DIFFICULTIES}")
+        need("crossing" not in self.difficulties or (self.frames >= 3 and self.max_objects >= 2), "difficulties",
+             "'crossing' only with frames >= 3 and max_objects >= 2")
+        need(0 <= self.crossing_size_jitter < 1 and self.crossing_offset >= 0, "crossing_size_jitter",
+             "a fraction in [0, 1) (and crossing_offset >= 0)")
         need(self.texture_drift <= 1 and self.camera_pan <= 1, "texture_drift", "fractions <= 1")
 
     def replace(self, **changes) -> "SynthConfig":
         """A copy with some fields changed (validated again)."""
+        if isinstance(changes.get("difficulties"), list):
+            changes["difficulties"] = tuple(changes["difficulties"])
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
+# Every preset alternates the two difficulties (even videos: look-alikes, odd videos: a crossing),
+# and every look-alike video has at least one look-alike (distractor_prob 1).
+_BOTH = {"difficulties": DIFFICULTIES, "distractor_prob": 1.0}
 _PROFILE_CONFIGS = {
-    "smoke": SynthConfig(train_videos=4, val_videos=2, frames=8, height=64, width=112),
-    "cpu": SynthConfig(train_videos=40, val_videos=12, frames=20, height=120, width=216),
-    "gpu": SynthConfig(train_videos=600, val_videos=60, frames=50, height=240, width=432),
+    "smoke": SynthConfig(train_videos=4, val_videos=2, frames=8, height=64, width=112, **_BOTH),
+    "cpu": SynthConfig(train_videos=40, val_videos=12, frames=20, height=120, width=216, **_BOTH),
+    "gpu": SynthConfig(train_videos=600, val_videos=60, frames=50, height=240, width=432, **_BOTH),
 }
 
 

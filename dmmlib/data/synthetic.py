@@ -2,9 +2,10 @@
 
 Each video shows 1-5 *tracked* objects (textured shapes cut from photographs)
 moving smoothly over a slowly panning photographic background, plus optional
-*distractors*. Four difficulties can be switched on and tuned in
+*distractors*. Five difficulties can be switched on and tuned in
 :class:`SynthConfig`, and every one that occurs is recorded in the video's
-``info`` dictionary:
+``info`` dictionary (``info["difficulty"]`` names the video's main one, ``"lookalike"``
+or ``"crossing"``, see :mod:`dmmlib.data.scenes`):
 
 * occlusion -- an occluder is steered over a tracked object and away again, so
   the occluded object's visible area drops and then recovers;
@@ -13,6 +14,9 @@ moving smoothly over a slowly panning photographic background, plus optional
 * distractors -- extra objects with the *same* texture and a similar shape as a
   tracked object but their own trajectory, so appearance alone is ambiguous and
   the IoU term of the matching cost (paper Eq. 1) has to break the tie;
+* crossings -- two tracked objects of *different* texture but the same shape and
+  size cross, one in front of the other, so the IoU with the previous mask is
+  ambiguous and the appearance term of Eq. 1 has to decide (``"crossing"`` videos);
 * appearance drift -- colour gain, brightness and texture crop change slowly over
   the video, so a template taken at frame 0 no longer matches pixel-for-pixel.
 
@@ -32,7 +36,7 @@ from dmmlib.data.scenes import Instance, sample_scene
 from dmmlib.data.synth_config import SynthConfig, synth_config_for_profile
 from dmmlib.errors import DMMInputError
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: per-video difficulty (look-alikes or a crossing pair)
 SPLITS = ("train", "val")
 _MAX_SCENE_ATTEMPTS = 50
 
@@ -157,10 +161,11 @@ def render_video(config: SynthConfig | None = None, seed: int = 0, index: int = 
         raise DMMInputError(f"index={index}; expected a video index >= 0")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), SPLITS.index(split), int(index)]))
     T, H, W = config.frames, config.height, config.width
+    difficulty = config.difficulties[index % len(config.difficulties)]
     # redraw scenes in which a tracked object is mostly hidden in frame 0: frame 0's
     # annotation defines the objects, so each must be clearly given there
     for attempt in range(_MAX_SCENE_ATTEMPTS):
-        background, instances, events = sample_scene(rng, config)
+        background, instances, events = sample_scene(rng, config, difficulty)
         tracked = sum(1 for inst in instances if inst.lookalike_of is None)
         visible = _first_frame_visibility(instances, events["depth"], H, W)[:tracked]
         if visible.min() >= config.min_first_visible:

@@ -3,8 +3,11 @@
 * :func:`score_videos` -- track val videos with a model (the library's tracking loop) and
   score them with the official DAVIS semantics; optionally the per-step
   :func:`frame_diagnostics` (was the right proposal there, was it matched, ...);
+  :func:`score_label_maps` scores any label maps (baselines) the same way;
 * :func:`ground_truth_proposals` -- oracle proposals cut from each val frame's ground truth;
 * :func:`matching_margins` -- how well the cosine of Eq. 1 singles out the right proposal;
+* :func:`appearance_separability` -- how often the cosine alone prefers an object's own proposal
+  to a proposal of another object (which backbone levels tell objects apart);
 * :func:`plot_log` -- a training log's loss and IoU curves.
 """
 
@@ -16,7 +19,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -27,6 +30,7 @@ import torch.nn.functional as F
 from dmmlib.cost import mask_iou
 from dmmlib.data.davis import DavisDataset
 from dmmlib.evaluation.davis import evaluate_davis
+from dmmlib.features import masks_to_boxes
 from dmmlib.losses import DEFAULT_LOSS, best_proposal, mask_loss
 from dmmlib.matchers import hungarian_match
 from dmmlib.predict import write_labels
@@ -50,15 +54,34 @@ def score_videos(model: nn.Module, root: str | os.PathLike, names: list[str],
                  proposals_for: Callable[[str], ProposalSource], scoring: VideoScoring | None = None) -> dict:
     """Track the val ``names`` of the DAVIS-layout ``root`` and score them like the official evaluation.
 
-    The results are written into a temporary folder and scored on a view of ``root`` whose val
-    split lists only ``names``. Returns ``{"J_M", "F_M", "JF_M", "J_per_object"}`` (means over
-    all objects, as DAVIS). ``model`` itself is not changed (a copy runs another matcher).
+    Returns :func:`score_label_maps`' dict. ``model`` itself is not changed (a copy runs another
+    matcher). With ``scoring.diagnostics``, every step's :func:`frame_diagnostics` are appended
+    to it, and its list ``"video"`` names the video of each entry.
     """
     scoring = VideoScoring() if scoring is None else scoring
-    root = Path(root)
     if scoring.matcher is not None:
         model = copy.deepcopy(model)
         model.config = dataclasses.replace(model.config, matcher=scoring.matcher)  # validated by ModelConfig
+    dataset = DavisDataset(root, "val")
+
+    def labels_for(name: str):
+        sequence = dataset.sequence(name)
+        options = TrackOptions(size=scoring.size, progress=False, sequence=name)
+        steps = track_steps(sequence.frame_paths, sequence.labels(0), model, proposals_for(name), options=options)
+        return (_observe(step, sequence, scoring) for step in steps)
+
+    return score_label_maps(root, names, labels_for)
+
+
+def score_label_maps(root: str | os.PathLike, names: list[str], labels_for: Callable[[str], Iterable[np.ndarray]]) -> dict:
+    """Score the label maps ``labels_for(name)`` (uint8 [H, W] per frame) of the val ``names`` of ``root``.
+
+    The maps are written into a temporary folder and scored with the official DAVIS semantics
+    on a view of ``root`` whose val split lists only ``names``. Returns ``{"J_M", "F_M", "JF_M"}``
+    (means over all objects, as DAVIS), ``"J_per_object"`` and ``"objects"``: one
+    ``{"video", "object", "J", "F"}`` per object (its J-Mean and F-Mean over the scored frames).
+    """
+    root = Path(root)
     dataset = DavisDataset(root, "val")
     with tempfile.TemporaryDirectory(prefix="dmm-score-") as tmp:
         view = Path(tmp) / "view"
@@ -67,23 +90,23 @@ def score_videos(model: nn.Module, root: str | os.PathLike, names: list[str],
             (view / folder).symlink_to(root / folder, target_is_directory=True)
         (view / "ImageSets" / "2017" / "val.txt").write_text("\n".join(names) + "\n")
         for name in names:
-            sequence = dataset.sequence(name)
-            options = TrackOptions(size=scoring.size, progress=False, sequence=name)
-            steps = track_steps(sequence.frame_paths, sequence.labels(0), model, proposals_for(name), options=options)
-            labels = (_observe(step, sequence, scoring) for step in steps)
-            write_labels(labels, Path(tmp) / "results" / name, sequence.frame_names)
+            write_labels(labels_for(name), Path(tmp) / "results" / name, dataset.sequence(name).frame_names)
         table = evaluate_davis(view, Path(tmp) / "results", "val", progress=False, workers=1)
     scores = table.global_scores
+    objects = [{"video": o.sequence, "object": int(o.object_id), "J": float(o.j_stats.mean), "F": float(o.f_stats.mean)}
+               for o in table.objects]
     return {"J_M": float(scores["J-Mean"]), "F_M": float(scores["F-Mean"]), "JF_M": float(scores["J&F-Mean"]),
-            "J_per_object": {name: j for name, j, _ in table.per_sequence_rows()}}
+            "J_per_object": {name: j for name, j, _ in table.per_sequence_rows()}, "objects": objects}
 
 
 def _observe(step: TrackStep, sequence, scoring: VideoScoring) -> np.ndarray:
     """The step's labels, after adding its diagnostics to ``scoring.diagnostics`` (if asked for)."""
     if scoring.diagnostics is not None and step.output is not None:
         size = scoring.size or step.labels.shape
-        for key, values in frame_diagnostics(step, sequence.labels(step.index), size).items():
+        rows = frame_diagnostics(step, sequence.labels(step.index), size)
+        for key, values in rows.items():
             scoring.diagnostics.setdefault(key, []).extend(values)
+        scoring.diagnostics.setdefault("video", []).extend([sequence.name] * len(next(iter(rows.values()), [])))
     return step.labels
 
 
@@ -126,7 +149,7 @@ def frame_diagnostics(step: TrackStep, truth: np.ndarray, size) -> dict[str, lis
     real = out.proposal_valid[0] | out.no_proposal[0]
     hungarian = hungarian_match(out.cost, template_mask=step.state.template_valid,
                                 proposal_mask=real[None])[0].argmax(-1).cpu()
-    matched = (out.matched_masks[0] / out.x_tilde[0].amax(-1).clamp_min(1e-6)[:, None, None]).cpu() > 0.5
+    matched = out.matched_proposals[0].cpu() > 0.5
     predicted = out.logits[0].cpu() > 0
     matched_iou = mask_iou(matched[:, None], gt_small.bool()[:, None])[:, 0, 0]
     output_iou = mask_iou(predicted[:, None], gt_small.bool()[:, None])[:, 0, 0]
@@ -216,3 +239,74 @@ def plot_log(log: list[dict], axes=None, smooth: int = 5):
         ax.grid(alpha=0.3)
     axes[0].figure.tight_layout()
     return axes[0].figure
+
+
+def appearance_separability(features: nn.Module, root: str | os.PathLike, names: list[str], cache,
+                            size: tuple[int, int], every: int = 2) -> dict:
+    """How often the cosine of Eq. 1 alone prefers an object's own proposal to a *confuser*.
+
+    For every ``every``-th frame t >= 1 of the val videos ``names`` (frames resized to ``size``):
+    templates are the ground-truth masks of frame 0 (features pooled on frame 0), proposals are
+    ``cache``'s. For each tracked object i visible at t, its *right* proposal is the one that
+    overlaps it best (IoU >= 0.5 at ``size``); its *confusers* are the proposals that overlap
+    another instance (tracked object or distractor) by IoU >= 0.5. Returns per video the
+    fraction of such (frame, object) pairs whose right proposal has a higher cosine with
+    ``f(r_i)`` than every confuser: ``{video: (wins, pairs)}``. ``features`` is a
+    :class:`dmmlib.features.FeatureExtractor` (any levels).
+    """
+    instances_set = DavisDataset(root, "val", annotations="Instances")
+    out = {}
+    with torch.no_grad():
+        for name in names:
+            sequence = instances_set.sequence(name)
+            tracked = DavisDataset(root, "val").sequence(name)
+            ids = tracked.object_ids
+            first = _resized_frame(sequence.frame(0), size)
+            templates = _resized_masks(tracked.labels(0), ids, size)
+            template_vectors = _pool_masks(features, first, templates)
+            wins = pairs = 0
+            for t in range(1, len(sequence), every):
+                frame = _resized_frame(sequence.frame(t), size)
+                instance_map = sequence.labels(t)
+                all_ids = [int(i) for i in np.unique(instance_map) if i not in (0, 255)]
+                truth = _resized_masks(instance_map, all_ids, size).bool()
+                proposals = cache.get(name, sequence.frame_names[t])
+                if len(proposals) == 0:
+                    continue
+                pasted = proposals.paste(*size) > 0.5
+                iou = mask_iou(truth, pasted)  # [instances, m]
+                maps = features(frame[None])
+                boxes = proposals.boxes * proposals.boxes.new_tensor([size[1] / proposals.image_size[1],
+                                                                      size[0] / proposals.image_size[0]] * 2)
+                vectors = features.pool(maps, torch.cat([torch.zeros(len(boxes), 1), boxes], dim=1))
+                cosine = F.normalize(template_vectors, dim=-1) @ F.normalize(vectors, dim=-1).T  # [n, m]
+                for i, obj in enumerate(ids):
+                    if obj not in all_ids or float(iou[all_ids.index(obj)].max()) < 0.5:
+                        continue
+                    own = int(iou[all_ids.index(obj)].argmax())
+                    others = [k for k, other in enumerate(all_ids) if other != obj]
+                    confusers = (iou[others] >= 0.5).any(0) if others else torch.zeros(len(boxes), dtype=torch.bool)
+                    confusers[own] = False
+                    if not bool(confusers.any()):
+                        continue
+                    pairs += 1
+                    wins += int(float(cosine[i, own]) > float(cosine[i][confusers].max()))
+            out[name] = (wins, pairs)
+    return out
+
+
+def _resized_frame(frame: np.ndarray, size) -> torch.Tensor:
+    image = torch.from_numpy(frame).permute(2, 0, 1).float()[None] / 255.0
+    return F.interpolate(image, size=tuple(size), mode="bilinear", antialias=True)[0]
+
+
+def _resized_masks(labels: np.ndarray, ids, size) -> torch.Tensor:
+    masks = torch.from_numpy(np.stack([labels == i for i in ids])).float()[None]
+    return (F.interpolate(masks, size=tuple(size), mode="area")[0] >= 0.5).float()
+
+
+def _pool_masks(features: nn.Module, frame: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """f(r_i) [n, d] of the masks [n, h, w] (their tight boxes) on ``frame`` [3, h, w]."""
+    from_boxes = masks_to_boxes(masks)
+    rois = torch.cat([torch.zeros(len(masks), 1), from_boxes], dim=1)
+    return features.pool(features(frame[None]), rois, masks)

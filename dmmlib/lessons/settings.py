@@ -77,16 +77,43 @@ COST_LEARNING = {
 }
 
 
-#: Table 4 on our benchmark (chapter 9): ``steps`` x ``batch`` training clips per model; ``frame_size``
-#: [H, W] at which models train and run; ``seeds``: one set of models each; ``val_videos``: the
-#: first N of the val split (None: all); ``refine``: with the refinement head, and its width.
+#: The book's DMM-Nets (chapters 8, 9, 11; :mod:`dmmlib.lessons.book_models`). Every model trains
+#: ``steps`` steps of ``batch`` clips at ``frame_size`` [H, W], f_theta initialised from the proposal
+#: net's trunk and reading its ``levels`` (the CPU detector has no conv5), the pass-through head of
+#: ``refine_width`` channels, Adam at ``lr_pretrained`` (f_theta) / ``lr_random`` (head), the mask loss
+#: plus ``assignment_loss_weight`` x the cross-entropy of X^ (dmmlib.losses); a checkpoint every
+#: ``checkpoint_every`` steps; the held-out loss on ``heldout_clips`` val clips every ``heldout_every`` steps.
+BOOK_MODELS = {
+    "smoke": {"steps": 3, "batch": 2, "frame_size": [32, 56], "levels": ("conv2", "conv3", "conv4"),
+              "refine_width": 4, "lr_pretrained": 1e-4, "lr_random": 1e-3, "assignment_loss_weight": 1.0,
+              "checkpoint_every": 2, "heldout_clips": 2, "heldout_every": 3},
+    "cpu": {"steps": 40, "batch": 4, "frame_size": [96, 176], "levels": ("conv2", "conv3", "conv4"),
+            "refine_width": 16, "lr_pretrained": 1e-4, "lr_random": 1e-3, "assignment_loss_weight": 1.0,
+            "checkpoint_every": 10, "heldout_clips": 8, "heldout_every": 10},
+    "gpu": {"steps": 2000, "batch": 24, "frame_size": [240, 432], "levels": ("conv2", "conv3", "conv4", "conv5"),
+            "refine_width": 64, "lr_pretrained": 1e-4, "lr_random": 1e-3, "assignment_loss_weight": 1.0,
+            "checkpoint_every": 100, "heldout_clips": 64, "heldout_every": 100},
+}
+
+#: Table 4 on our benchmark (chapter 9): ``seeds`` (one set of models each: the head's initial weights,
+#: the training clips and their augmentation); ``row_seeds``: rows run on fewer seeds (the most
+#: expensive models: unroll 3 costs about 1.5x unroll 2 per step, and the ablation and unroll 1 test no
+#: claim of the paper's Table 4 directly); ``val_videos``: the first N of the val split (None: all);
+#: ``bootstrap``: draws of the paired bootstrap.
+#:
+#: The cpu plan's time budget (2 cores; the whole book must build in under 30 minutes). Measured while
+#: this was written, on a machine shared with other work (per step, batch 4 at 96 x 176, one thread):
+#: the frozen model's head 1.3 s, unroll 1 2.4-3.3 s, unroll 2 4 s, unroll 3 8.6 s, most of it the
+#: backward pass through the 200 projection rounds of Alg. 1; evaluating one row of one seed on the 12
+#: val videos 17-45 s; the proposal net and its caches (chapter 6) 470 s. On an idle machine with two
+#: threads these are about 2.5x faster: chapter 6 ~200 s, chapter 8 (the book's model, the head study,
+#: the ablation) ~150 s, chapter 9 (the other 10 models, 24 evaluations) ~550 s.
 TABLE4 = {
-    "smoke": {"steps": 2, "batch": 2, "frame_size": [32, 56], "seeds": (0,), "val_videos": 1,
-              "refine": False, "refine_width": 8},
-    "cpu": {"steps": 30, "batch": 2, "frame_size": [64, 112], "seeds": (0, 1, 2), "val_videos": 6,
-            "refine": False, "refine_width": 16},
-    "gpu": {"steps": 2000, "batch": 24, "frame_size": [240, 432], "seeds": (0, 1, 2, 3, 4), "val_videos": None,
-            "refine": True, "refine_width": 64},
+    "smoke": {"seeds": (0,), "row_seeds": {}, "val_videos": 2, "bootstrap": 200},
+    "cpu": {"seeds": (0, 1, 2), "row_seeds": {"ft-unroll1": (0, 1), "ft-unroll3": (0, 1), "ft-unroll2-plain": (0,)},
+            "val_videos": None, "bootstrap": 4000},
+    "gpu": {"seeds": (0, 1, 2, 3, 4), "row_seeds": {"ft-unroll2-plain": (0, 1, 2)}, "val_videos": None,
+            "bootstrap": 4000},
 }
 
 
@@ -105,9 +132,10 @@ REAL_BENCHMARKS = {
 
 
 #: Chapters 8 and 9: ``held_out_clips`` clips on which a model's matching margins are measured,
-#: ``fixed_loss_clips`` clips on which a model's training objective is compared before and after.
+#: ``fixed_loss_clips`` clips on which a model's training objective is compared before and after,
+#: ``head_start_steps`` steps of the plain and the pass-through head in chapter 8's head study.
 MEASUREMENTS = {
-    "smoke": {"held_out_clips": 8, "table4_margin_clips": 4, "fixed_loss_clips": 2},
-    "cpu": {"held_out_clips": 24, "table4_margin_clips": 16, "fixed_loss_clips": 8},
-    "gpu": {"held_out_clips": 200, "table4_margin_clips": 64, "fixed_loss_clips": 32},
+    "smoke": {"held_out_clips": 4, "table4_margin_clips": 2, "fixed_loss_clips": 2, "head_start_steps": 2},
+    "cpu": {"held_out_clips": 24, "table4_margin_clips": 12, "fixed_loss_clips": 8, "head_start_steps": 40},
+    "gpu": {"held_out_clips": 200, "table4_margin_clips": 64, "fixed_loss_clips": 32, "head_start_steps": 200},
 }

@@ -108,6 +108,31 @@ class FrameProposals:
         """The ``k`` highest-scoring proposals (scores are kept sorted)."""
         return FrameProposals(self.boxes[:k], self.scores[:k], self.masks[:k], self.image_size)
 
+    def transformed(self, matrix, image_size: tuple[int, int]) -> "FrameProposals":
+        """The proposals of the frame warped by an axis-aligned 2x3 ``matrix`` into an image of ``image_size``.
+
+        ``matrix`` maps pixel centres of this frame to pixel centres of the warped one (the
+        convention of :func:`dmmlib.data.clips.resize_matrix`): ``x' = a x + b``, ``y' = d y + e``
+        with no rotation or shear, so every box stays a box and its mask only flips when ``a``
+        or ``d`` is negative. Box edges ``u`` (pixel-edge coordinates) map to ``a (u - 1/2) + b + 1/2``.
+        This is how cached proposals follow a training clip's resize, scale, shift and flip.
+        """
+        m = torch.as_tensor(matrix, dtype=torch.float64)
+        if tuple(m.shape) != (2, 3) or abs(float(m[0, 1])) > 1e-9 or abs(float(m[1, 0])) > 1e-9:
+            raise DMMInputError(f"FrameProposals.transformed needs an axis-aligned 2x3 matrix (no rotation or shear); got {m.tolist()}")
+        a, b, d, e = (float(v) for v in (m[0, 0], m[0, 2], m[1, 1], m[1, 2]))
+        if a == 0 or d == 0:
+            raise DMMInputError(f"FrameProposals.transformed: the matrix {m.tolist()} is singular")
+        boxes = self.boxes.to(torch.float64)
+        xs, ys = a * (boxes[:, [0, 2]] - 0.5) + b + 0.5, d * (boxes[:, [1, 3]] - 0.5) + e + 0.5
+        masks = self.masks
+        if a < 0:
+            xs, masks = xs.flip(-1), masks.flip(-1)
+        if d < 0:
+            ys, masks = ys.flip(-1), masks.flip(-2)
+        boxes = torch.stack([xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]], dim=1).to(self.boxes.dtype)
+        return FrameProposals(boxes, self.scores, masks, image_size)
+
     def paste(self, height: int | None = None, width: int | None = None, threshold: float | None = None) -> torch.Tensor:
         """Full-image masks ``P~`` ``[m, H, W]`` of Eq. 8: each box mask resized and pasted into a void image.
 

@@ -308,6 +308,18 @@ class ProposalNet(torch.nn.Module):
             sha.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return sha.hexdigest()
 
+    def backbone_state_dict(self) -> dict[str, torch.Tensor]:
+        """The detector's ResNet trunk as a torchvision ResNet ``state_dict`` (``conv1``, ``bn1``, ``layer1`` ...).
+
+        What the matching features f_theta can start from (:class:`dmmlib.features.FeatureExtractor`
+        reads such a file): the paper's f_theta is "a COCO-pretrained Mask R-CNN" backbone, a
+        copy separate from the proposal net (Sec. 4.1). The lite net's trunk has no ``layer4``.
+        Batch-norm statistics come as they are (``num_batches_tracked`` dropped).
+        """
+        prefix = "backbone.body."
+        return {k[len(prefix):]: v.detach().cpu().clone() for k, v in self.detector.state_dict().items()
+                if k.startswith(prefix) and not k.endswith("num_batches_tracked")}
+
     def fit_transform_to(self, height: int, width: int) -> None:
         """Make torchvision's resize keep ``(height, width)`` (short side capped at ``max_short_side``)."""
         short, long = min(height, width), max(height, width)

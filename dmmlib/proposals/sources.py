@@ -8,8 +8,9 @@ with a :class:`FrameQuery` and get :class:`~dmmlib.proposals.FrameProposals` bac
 The query carries everything a source may look at; each source uses what it needs:
 
 * :func:`network_source` -- DMM-Net's proposal network run on ``image`` (Sec. 3);
-* :func:`cached_source` -- the off-line cache, looked up by ``(sequence, name)``;
-  frames it lacks are computed by a fallback network or are an error;
+* :func:`cached_source` -- the off-line cache, looked up by ``(sequence, name)`` (and
+  warped like the query's image when it carries a ``transform``); frames it lacks are
+  computed by a fallback network or are an error;
 * :func:`oracle_source` -- :func:`~dmmlib.proposals.proposals_from_labels` on the
   ground truth ``labels`` (an ablation: matching given near-perfect proposals);
 * :func:`instance_source` -- the idealised proposal network on ``instances``
@@ -47,7 +48,10 @@ class FrameQuery:
     file stem (the cache key; ``%05d`` of the index where frames have no names);
     ``image``: float ``[3, H, W]`` in [0, 1] or uint8 ``[3, H, W]`` (any device); ``labels`` / ``instances``: the
     frame's ground-truth label / instance map uint8 ``[H, W]`` when known (oracle sources);
-    ``rng``: the generator a random source draws from (fixed per clip and frame in training).
+    ``rng``: the generator a random source draws from (fixed per clip and frame in training);
+    ``transform``: when ``image`` is a warped copy of the stored frame (a training clip's
+    resize and axis-aligned augmentation), the 2x3 matrix from the stored frame's pixel
+    centres to ``image``'s -- cached proposals are warped by it to fit ``image``.
     """
 
     sequence: str
@@ -57,6 +61,7 @@ class FrameQuery:
     labels: np.ndarray | None = None
     instances: np.ndarray | None = None
     rng: np.random.Generator | None = None
+    transform: np.ndarray | None = None
 
 
 ProposalSource = Callable[[FrameQuery], FrameProposals]
@@ -108,6 +113,8 @@ class _CachedSource:
 
     def __call__(self, query: FrameQuery) -> FrameProposals:
         found = self.cache.get(query.sequence, query.name)
+        if found is not None and query.transform is not None:  # a warped copy of the stored frame
+            return found.transformed(query.transform, tuple(query.image.shape[-2:]))
         if found is not None:
             return found
         if self.fallback is None:
