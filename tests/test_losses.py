@@ -186,3 +186,13 @@ def test_a_proposal_exactly_at_the_threshold_is_good_enough():
     assert losses.best_proposal(target, proposals, min_iou=0.51).tolist() == [-1]
     # pasted proposals are probabilities: a pixel is the proposal's only above 0.5
     assert losses.best_proposal(target, proposals * 0.5 / 0.9, min_iou=0.5).tolist() == [-1]
+
+
+def test_a_target_pixel_at_one_half_is_background_and_no_proposals_stay_on_the_targets_device():
+    # a target pixel is the object's only above 0.5, as a pasted proposal's is: here IoU 1/1, not 1/2
+    target = torch.tensor([[[1.0, 0.5, 0.0, 0.0]]])
+    proposals = torch.tensor([[[1.0, 0.0, 0.0, 0.0]]])
+    assert losses.best_proposal(target, proposals, min_iou=1.0).tolist() == [0]
+    # no proposals: the -1s are made on the target's device (a GPU batch would otherwise get CPU indices)
+    none = losses.best_proposal(torch.zeros(2, 4, 4, device="meta"), torch.zeros(0, 4, 4, device="meta"))
+    assert none.device.type == "meta" and none.shape == (2,) and none.dtype == torch.long

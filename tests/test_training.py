@@ -374,10 +374,15 @@ def test_cli_reports_a_bad_config_as_an_error(tmp_path):
 def test_dmmnet_trains_on_the_smoke_benchmark(tmp_path, smoke_benchmark):
     from dmmlib.checkpoints import load_checkpoint
 
-    cfg = train_config.profile_config("smoke", ["max_steps=3", "checkpoint_every=2", f"data={smoke_benchmark}"])
+    cfg = train_config.profile_config("smoke", ["max_steps=3", "checkpoint_every=2", f"data={smoke_benchmark}",
+                                                "assignment_loss_weight=0.5"])
     result = training.train(cfg, tmp_path / "run", progress=False)
     assert [r["step"] for r in result.log] == [1, 2, 3]
-    assert all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in result.log)
+    # the logged loss is the training objective: mask loss + 0.5 x assignment loss, each a mean over frames
+    for r in result.log:
+        assert r["mask_loss"] > 0 and r["assignment_loss"] > 0, r
+        assert r["loss"] == pytest.approx(r["mask_loss"] + 0.5 * r["assignment_loss"], rel=1e-5), r
+        assert 0 <= r["iou"] <= 1 and 0 <= r["assignment_accuracy"] <= 1
     state = load_training_checkpoint(checkpoint_paths(tmp_path / "run")[-1])
     assert state["step"] == 3
     reloaded = load_checkpoint(tmp_path / "run" / "model.pt")  # what `predict --checkpoint` reads
