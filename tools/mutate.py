@@ -284,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for name, target in TARGETS.items():
             print(f"{name:12} {target.source:32} {' '.join(target.tests)}")
+            print(f"{'':12} functions: {', '.join(target.functions) or 'all'}")
         return 0
     unknown = sorted(set(args.modules) - set(TARGETS))
     if unknown:
