@@ -423,6 +423,14 @@ def test_confident_assignment_is_the_row_maximum_not_a_threshold():
     assert torch.equal(confident_assignment(X[0]), expected[0])  # [n, m] as well as [B, n, m]
 
 
+def test_confident_assignment_names_its_argument_and_the_greedy_start_stays_on_the_costs_device():
+    with pytest.raises(DMMInputError, match=r"^X_hat has shape \[3\]; expected at least 2 dimensions"):
+        confident_assignment(torch.rand(3))
+    # meta tensors carry no data but check devices: a helper tensor made on the CPU would not mix
+    X0 = greedy_one_hot_start(torch.rand(2, 3, 4, device="meta"))
+    assert X0.device.type == "meta" and X0.shape == (2, 3, 4)
+
+
 def test_confident_assignment_of_alg1_at_paper_settings_keeps_one_entry_per_row():
     """At the paper's settings X^ is an average of iterates that start at 0, so on random costs most
     row maxima lie below 0.5; X~ keeps exactly each row's largest entry, with its value."""
