@@ -52,7 +52,7 @@ class Target:
     source: str
     tests: tuple[str, ...]
     functions: tuple[str, ...] = ()  # only these ("name", "Class.method"); () means the whole module
-    deselect: str = ""  # a pytest -k expression of tests left out (slow ones, subprocess ones)
+    keyword: str = ""  # a pytest -k expression choosing the tests (leaving out slow ones, subprocess ones)
 
     @property
     def module(self) -> str:
@@ -74,6 +74,7 @@ class Target:
 # that compute what the paper defines (the others check arguments or print); DEVELOPING.md,
 # "Mutation testing", lists what was measured and when.
 NO_CLI = "not cli"
+RESUME = "(resum or checkpoint or existing_run) and not cli"  # training's resume path: the tests that save and restore
 TARGETS: dict[str, Target] = {
     "losses": Target("dmmlib/losses.py", ("tests/test_losses.py",)),
     "matching": Target("dmmlib/matching.py", ("tests/test_matching.py",),
@@ -87,12 +88,12 @@ TARGETS: dict[str, Target] = {
                       functions=("jaccard", "boundary_tolerance", "boundary_map", "_footprint", "f_measure_frame",
                                  "decay_bin_ids", "_nanmean", "db_statistics")),
     "davis": Target("dmmlib/evaluation/davis.py", ("tests/test_evaluation.py",),
-                    functions=("global_table", "evaluate_sequence"), deselect=NO_CLI),
+                    functions=("global_table", "evaluate_sequence"), keyword=NO_CLI),
     "model": Target("dmmlib/model.py", ("tests/test_model.py",),
                     functions=("DMMNet._match", "DMMNet.step", "DMMNet._keep_absent_state", "labels_from_logits")),
     "checkpoints": Target("dmmlib/checkpoints.py", ("tests/test_training.py",),
                           functions=("capture_rng", "restore_rng", "save_training_checkpoint",
-                                     "newest_training_checkpoint"), deselect=NO_CLI),
+                                     "newest_training_checkpoint"), keyword=RESUME),
     "fileio": Target("dmmlib/fileio.py", ("tests/test_fileio.py",),
                      functions=("move_into_place", "SetAside.restore", "_staged_files", "_staged_folder",
                                 "atomic_path", "atomic_write_with")),
@@ -101,7 +102,7 @@ TARGETS: dict[str, Target] = {
     "features": Target("dmmlib/features.py", ("tests/test_model.py",),
                        functions=("FeatureExtractor.pool", "masks_to_boxes")),
     "training": Target("dmmlib/training.py", ("tests/test_training.py",),
-                       functions=("_restore", "_save", "_start_files", "_finish"), deselect=NO_CLI),
+                       functions=("_restore", "_save", "_start_files", "_finish"), keyword=RESUME),
 }
 
 # Lines that raise an error, and the string lines that continue a message, are not mutated: a mutant
@@ -116,8 +117,8 @@ KILLED = {"killed", "timeout", "segfault"}
 def _pyproject_for(target: Target) -> str:
     """The project's pyproject.toml with a ``[tool.mutmut]`` section that mutates ``target`` only."""
     selection = [*target.tests, "-m", "not slow and not cuda and not browser"]
-    if target.deselect:
-        selection += ["-k", target.deselect]
+    if target.keyword:
+        selection += ["-k", target.keyword]
     section = {
         "source_paths": ["dmmlib"],
         "only_mutate": [target.source],
