@@ -431,6 +431,16 @@ def test_confident_assignment_names_its_argument_and_the_greedy_start_stays_on_t
     assert X0.device.type == "meta" and X0.shape == (2, 3, 4)
 
 
+def test_lp_objective_is_the_trace_and_its_errors_name_the_argument():
+    C = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=F64)
+    X = torch.tensor([[0.0, 1.0], [0.5, 0.5]], dtype=F64)
+    assert lp_objective(C, X).item() == torch.trace(C @ X.T).item() == 2.0 + 3.5  # Tr(C X^T), Eq. 2
+    with pytest.raises(DMMInputError, match=r"^cost has shape \[2\]"):
+        lp_objective(C[0], X)
+    with pytest.raises(DMMInputError, match=r"^X has shape \[2\]"):
+        lp_objective(C, X[0])
+
+
 def test_confident_assignment_of_alg1_at_paper_settings_keeps_one_entry_per_row():
     """At the paper's settings X^ is an average of iterates that start at 0, so on random costs most
     row maxima lie below 0.5; X~ keeps exactly each row's largest entry, with its value."""
