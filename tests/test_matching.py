@@ -20,11 +20,13 @@ from dmmlib.matching import (
     dmm_match,
     greedy_one_hot_start,
     lp_objective,
+    projection_weights,
 )
 from dmmlib.projections import (
     alternating_project,
     constraint_violation,
     dykstra_project,
+    make_layout,
     project_columns_literal_eq6,
     project_columns_sum_at_most_one,
     project_nonnegative,
@@ -439,6 +441,18 @@ def test_lp_objective_is_the_trace_and_its_errors_name_the_argument():
         lp_objective(C[0], X)
     with pytest.raises(DMMInputError, match=r"^X has shape \[2\]"):
         lp_objective(C, X[0])
+
+
+def test_projection_weights_take_the_matrixs_dtype_and_device():
+    """Alg. 1's constants are made in X's dtype and device (a float32 constant would upcast a bf16 X;
+    one on the CPU would not mix with a GPU X). Meta tensors check both without data."""
+    like = torch.zeros(2, 3, 4, dtype=torch.bfloat16, device="meta")
+    weights = projection_weights(make_layout(like.shape, None, None, like.dtype, like.device), like)
+    for name, value in weights._asdict().items():
+        assert (value.dtype, value.device.type) == (torch.bfloat16, "meta"), name
+    C = rand(2, 3, 4, seed=3, dtype=F64)
+    weights = projection_weights(make_layout(C.shape, None, None, C.dtype, C.device), C)
+    assert weights.col_share.unique().tolist() == [0.25] and weights.inv_n.unique().tolist() == [1 / 3]
 
 
 def test_confident_assignment_of_alg1_at_paper_settings_keeps_one_entry_per_row():
