@@ -355,6 +355,21 @@ def test_statistics_reject_empty():
         db_statistics([])
 
 
+@pytest.mark.parametrize("bad", [[0.5, 1.5], [-0.1, 0.5], [0.5, np.inf], [1.0 + 1e-9]])
+def test_statistics_reject_scores_outside_0_1(bad):
+    """J and F lie in [0, 1]; a score outside is a bug upstream, not a frame to average."""
+    with pytest.raises(DMMInputError, match=r"outside \[0, 1\]"):
+        db_statistics(bad)
+    assert db_statistics([0.0, 1.0, np.nan]).mean == 0.5  # the bounds themselves and NaN are fine
+
+
+def test_statistics_reject_non_numbers_and_average_in_float64():
+    with pytest.raises(DMMInputError, match="per_frame must be a 1-D array of scores"):
+        db_statistics(["a", "b"])
+    x = np.array([0.1, 0.2, 0.7, 0.3], dtype=np.float32)
+    assert db_statistics(x).mean == np.mean(x.astype(np.float64))  # as the float64 scores of the evaluation
+
+
 # ----------------------------------------------------------------------------- YouTube-VOS, SegTrack v2
 
 
