@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -250,6 +251,25 @@ def test_single_pixel_boundaries():
 def test_boundary_tolerance_table(shape, expected):
     value = boundary_tolerance(shape)
     assert isinstance(value, float) and value == expected
+
+
+def test_boundary_tolerance_at_one_is_a_pixel_count_and_shapes_are_checked():
+    # official: bound_pix = bound_th if bound_th >= 1 else ceil(bound_th * ||(H, W)||)
+    assert boundary_tolerance((480, 854), 1) == 1.0 and boundary_tolerance((480, 854), 1.5) == 1.5
+    for shape in [(5,), (0, 5), (5, 0), (2, 3, 4)]:
+        with pytest.raises(DMMInputError, match="shape must be"):
+            boundary_tolerance(shape)
+
+
+def test_jaccard_of_one_mask_is_a_python_float_and_an_empty_union_is_quiet():
+    a = np.zeros((4, 4), bool)
+    b = a.copy()
+    b[0, :2] = True
+    assert type(jaccard(a, b)) is float and jaccard(a, b) == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 0/0 before the empty-union rule must not warn
+        assert jaccard(a, a) == 1.0
+        assert jaccard(np.stack([a, b]), np.stack([a, a])).tolist() == [1.0, 0.0]
 
 
 def test_boundary_tolerance_pixel_count_and_bad_values():
