@@ -220,6 +220,17 @@ def test_full_minus_one_pixel_j_is_about_0_9998():
     assert boundary_f(almost, full) == 0.0
 
 
+def test_boundary_map_reads_non_zero_as_foreground_and_checks_its_input():
+    labels = np.array([[1, 2, 0], [2, 1, 0], [0, 0, 0]])  # two non-zero values: one foreground
+    np.testing.assert_array_equal(boundary_map(labels), boundary_map(labels > 0))
+    assert not boundary_map(np.full((3, 3), 7)).any()
+    for shape in [(5,), (0, 5), (5, 0), (2, 3, 0), (2, 0, 3)]:
+        with pytest.raises(DMMInputError, match=r"^mask must be \[H, W\] or \[T, H, W\] with at least one pixel"):
+            boundary_map(np.zeros(shape))
+    with pytest.raises(DMMInputError, match="^mask holds NaN"):
+        boundary_map(np.array([[0.0, np.nan]]))
+
+
 def test_single_pixel_boundaries():
     m = np.zeros((5, 6), bool)
     m[2, 3] = True
