@@ -3,6 +3,7 @@
     python tools/mutate.py                 # every core module (what `make mutate` runs)
     python tools/mutate.py matching losses # some of them
     python tools/mutate.py --list          # the modules and the test files that cover each
+    python tools/mutate.py --survivors losses  # after writing tests: the last run's survivors again
 
 For each core module, mutmut (https://github.com/boxed/mutmut) makes one mutant per small
 change of the module's code (an operator, a comparison, a constant, an argument dropped, ...),
@@ -149,12 +150,20 @@ def prepare(name: str, target: Target) -> Path:
     return work
 
 
-def run_mutmut(work: Path, target: Target, max_children: int) -> int:
-    """``mutmut run`` in ``work`` (one torch thread; subprocesses import the mutated copy too)."""
+def run_mutmut(work: Path, target: Target, max_children: int, names: list[str] | None = None) -> int:
+    """``mutmut run`` in ``work`` (one torch thread; subprocesses import the mutated copy too), on the
+    mutants ``names`` if given, else on all of :attr:`Target.functions`."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", DMM_PROFILE="smoke",
                PYTHONHASHSEED="0", PYTHONPATH=str(work / "mutants"), MPLBACKEND="Agg", TQDM_DISABLE="1")
-    command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *target.mutant_patterns()]
+    selection = names if names is not None else target.mutant_patterns()
+    command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *selection]
     return subprocess.run(command, cwd=work, env=env).returncode
+
+
+def refresh_tests(work: Path, target: Target) -> None:
+    """Copy the working tree's current test files into ``work`` (mutmut copies them on into ``mutants/``)."""
+    for test in ("tests/conftest.py", *target.tests):
+        shutil.copy2(ROOT / test, work / test)
 
 
 @dataclass
@@ -280,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("modules", nargs="*", help=f"some of: {', '.join(TARGETS)} (default: all)")
     parser.add_argument("--max-children", type=int, default=1, help="mutants run in parallel (default 1)")
     parser.add_argument("--report-only", action="store_true", help="report the last run's results again")
+    parser.add_argument("--survivors", action="store_true",
+                        help="run the last run's surviving mutants again, against the current test files")
     parser.add_argument("--list", action="store_true", help="list the modules and their test files")
     args = parser.parse_args(argv)
     if args.list:
@@ -295,16 +306,23 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.modules or list(TARGETS):
         target = TARGETS[name]
         work = WORK / name
-        if not args.report_only:
+        if (args.report_only or args.survivors) and not (work / "mutants").is_dir():
+            print(f"error: no results for {name} in {work}; run without --report-only/--survivors", file=sys.stderr)
+            failed.append(name)
+            continue
+        if args.survivors:
+            refresh_tests(work, target)
+            names = [s.name for s in judge(name, *collect(work, target), equivalents).survived]
+            if names and run_mutmut(work, target, args.max_children, names) != 0:
+                failed.append(name)
+                print(f"error: mutmut failed on {name} (see its output above)", file=sys.stderr)
+                continue
+        elif not args.report_only:
             work = prepare(name, target)
             if run_mutmut(work, target, args.max_children) != 0:
                 failed.append(name)
                 print(f"error: mutmut failed on {name} (see its output above)", file=sys.stderr)
                 continue
-        elif not (work / "mutants").is_dir():
-            print(f"error: no results for {name} in {work}; run without --report-only", file=sys.stderr)
-            failed.append(name)
-            continue
         results.append(judge(name, *collect(work, target), equivalents))
     for result in results:
         print_survivors(result)
