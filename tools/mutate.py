@@ -84,7 +84,7 @@ TARGETS: dict[str, Target] = {
     "projections": Target("dmmlib/projections.py", ("tests/test_matching.py",),
                           functions=("Layout.zero_padding", "rows_sum_to_one", "columns_sum_at_most_one",
                                      "project_columns_literal_eq6", "dykstra_project", "violation_with_layout")),
-    "cost": Target("dmmlib/cost.py", ("tests/test_model.py", "tests/test_losses.py")),
+    "cost": Target("dmmlib/cost.py", ("tests/test_cost.py", "tests/test_model.py", "tests/test_losses.py")),
     "metrics": Target("dmmlib/evaluation/metrics.py", ("tests/test_metrics.py",),
                       functions=("jaccard", "boundary_tolerance", "boundary_map", "_footprint", "f_measure_frame",
                                  "decay_bin_ids", "_nanmean", "db_statistics")),
