@@ -30,6 +30,8 @@ def test_soft_iou_and_mask_iou_by_hand():
     b = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]], [[[0.0, 0.0], [0.0, 0.0]]]], dtype=F64).transpose(0, 1)  # [1, 2, 2, 2]
     # soft: sum(a b) / (sum a + sum b - sum(a b)) = 1.5 / (1.5 + 2 - 1.5); against an empty mask 0 / 1.5
     torch.testing.assert_close(soft_iou(a, b), torch.tensor([[[0.75, 0.0]]], dtype=F64), rtol=0, atol=1e-12)
+    faint = torch.tensor([[[[0.2, 0.0], [0.0, 0.0]]]], dtype=F64)  # a union below 1 is not clamped: 0.04 / 0.36
+    assert soft_iou(faint, faint).item() == pytest.approx(0.04 / 0.36, rel=1e-9)
     # binary, batched [B, n, H, W] x [B, m, H, W]: each batch entry on its own; two empty masks give 0
     x = torch.zeros(2, 2, 3, 3, dtype=torch.bool)
     y = torch.zeros(2, 3, 3, 3, dtype=torch.bool)
@@ -61,3 +63,6 @@ def test_matching_cost_is_eq1_with_padding_columns_last():
     for lam in (-0.01, 1.01):
         with pytest.raises(DMMInputError, match=f"lam={lam} must lie in"):
             matching_cost(templates, proposals, previous, pasted, lam=lam)
+    for bad in (proposals[0], proposals[:, :, :3], torch.randn(2, 3, 4)):  # [m, d], d = 3, B = 2
+        with pytest.raises(DMMInputError, match=r"proposal_features must be \[B=1, m, d=4\]"):
+            matching_cost(templates, bad, previous, pasted)
