@@ -66,3 +66,6 @@ def test_matching_cost_is_eq1_with_padding_columns_last():
     for bad in (proposals[0], proposals[:, :, :3], torch.randn(2, 3, 4)):  # [m, d], d = 3, B = 2
         with pytest.raises(DMMInputError, match=r"proposal_features must be \[B=1, m, d=4\]"):
             matching_cost(templates, bad, previous, pasted)
+    for prev, past in ((previous[:, :1], pasted), (previous, pasted[:, :2]), (previous[:, :, :4], pasted)):
+        with pytest.raises(DMMInputError, match="previous_masks"):  # n, m or H x W disagree
+            matching_cost(templates, proposals, prev, past)
