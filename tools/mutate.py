@@ -161,9 +161,11 @@ def run_mutmut(work: Path, target: Target, max_children: int, names: list[str] |
 
 
 def refresh_tests(work: Path, target: Target) -> None:
-    """Copy the working tree's current test files into ``work`` (mutmut copies them on into ``mutants/``)."""
+    """Copy the working tree's current test files into ``work`` (mutmut copies them on into ``mutants/``),
+    and select them in its pyproject.toml (a test file added to :data:`TARGETS` since the last run)."""
     for test in ("tests/conftest.py", *target.tests):
         shutil.copy2(ROOT / test, work / test)
+    (work / "pyproject.toml").write_text(_pyproject_for(target), encoding="utf-8")
 
 
 @dataclass
