@@ -97,7 +97,7 @@ TARGETS: dict[str, Target] = {
                                      "newest_training_checkpoint"), keyword=RESUME),
     "fileio": Target("dmmlib/fileio.py", ("tests/test_fileio.py",),
                      functions=("move_into_place", "SetAside.restore", "_staged_files", "_staged_folder",
-                                "atomic_path", "atomic_write_with")),
+                                "atomic_write_with")),
     "refinement": Target("dmmlib/refinement.py", ("tests/test_model.py",),
                          functions=("ConvLSTMCell.forward", "RefinementHead.forward")),
     "features": Target("dmmlib/features.py", ("tests/test_model.py",),
