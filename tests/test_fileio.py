@@ -240,3 +240,19 @@ def test_atomic_write_with_hands_the_writer_a_temporary_sibling(tmp_path):
     assert (tmp_path / "sub" / "result.txt").read_text() == "done"
     assert seen[0].parent == tmp_path / "sub" and seen[0] != tmp_path / "sub" / "result.txt"
     assert not seen[0].exists()
+
+
+def test_cleanup_never_hides_the_error_that_stopped_the_writing(tmp_path):
+    """The caller sees its own error, not one from cleaning up: a staged file never written, a staging
+    folder already gone."""
+    with pytest.raises(RuntimeError, match="the writer failed"):
+        with staged_files() as batch:
+            batch.path(tmp_path / "a.txt").write_text("a")
+            batch.path(tmp_path / "b.txt")  # asked for, never written
+            raise RuntimeError("the writer failed")
+    assert tree(tmp_path) == {}
+    with pytest.raises(RuntimeError, match="the writer failed"):
+        with fileio.staged_folder(tmp_path / "out") as staging:
+            staging.rmdir()
+            raise RuntimeError("the writer failed")
+    assert tree(tmp_path) == {}
