@@ -160,12 +160,17 @@ def run_mutmut(work: Path, target: Target, max_children: int, names: list[str] |
     return subprocess.run(command, cwd=work, env=env).returncode
 
 
-def refresh_tests(work: Path, target: Target) -> None:
-    """Copy the working tree's current test files into ``work`` (mutmut copies them on into ``mutants/``),
-    and select them in its pyproject.toml (a test file added to :data:`TARGETS` since the last run)."""
+def refresh_tests(work: Path, target: Target) -> bool:
+    """Copy the working tree's current test files into ``work`` (mutmut copies them on into ``mutants/``).
+
+    False when the target's configuration changed since the last run (a test file added to
+    :data:`TARGETS`): mutmut would then mark every mutant unchecked, so the module needs a full run.
+    """
+    if (work / "pyproject.toml").read_text(encoding="utf-8") != _pyproject_for(target):
+        return False
     for test in ("tests/conftest.py", *target.tests):
         shutil.copy2(ROOT / test, work / test)
-    (work / "pyproject.toml").write_text(_pyproject_for(target), encoding="utf-8")
+    return True
 
 
 @dataclass
@@ -313,7 +318,10 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
             continue
         if args.survivors:
-            refresh_tests(work, target)
+            if not refresh_tests(work, target):
+                print(f"error: the test files of {name} changed since its last run; run it in full", file=sys.stderr)
+                failed.append(name)
+                continue
             names = [s.name for s in judge(name, *collect(work, target), equivalents).survived]
             if names and run_mutmut(work, target, args.max_children, names) != 0:
                 failed.append(name)
