@@ -3,6 +3,10 @@
 #   make test   -- set everything up if needed, then run pytest for dmmlib and nbval over book/ (smoke profile)
 # and one to read the book live:
 #   make lab    -- set everything up if needed, then open book/ in JupyterLab (its kernels read DMM_PROFILE)
+# and one to measure the tests:
+#   make mutate -- set everything up if needed, then plant small bugs in the core modules one at a time
+#                  (mutmut) and print the kill rate per module and the surviving mutants; an hour or
+#                  more on 2 cores, so not part of `make test` (MODULES="matching losses" runs some)
 # Both are idempotent: a second run finds the stamps and skips straight to the work.
 
 PYTHON  ?= python3
@@ -16,7 +20,7 @@ PROFILE ?= cpu
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: book test test-dry-run lab setup assets browser clean-book check-profile
+.PHONY: book test test-dry-run lab mutate setup assets browser clean-book check-profile
 
 setup: $(STAMP) $(ASSETS)
 
@@ -24,7 +28,7 @@ setup: $(STAMP) $(ASSETS)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[book,test]"
+	$(PY) -m pip install --quiet -e ".[book,test,mutate]"
 	@touch $@
 
 # Local copies of the scripts the rendered book would otherwise fetch from CDNs
@@ -82,6 +86,10 @@ test: setup browser
 
 test-dry-run: setup
 	$(PY) -m pytest tests/test_dry_run_book.py -p no:cacheprovider -m dry_run
+
+# Mutation testing (tools/mutate.py; DEVELOPING.md, "Mutation testing"). Not run by `make test` or CI.
+mutate: setup
+	$(PY) tools/mutate.py $(MODULES)
 
 clean-book:
 	rm -rf _build

@@ -241,6 +241,11 @@ def staged_files() -> Iterator[StagedFiles]:
     error every one is renamed into place (a replaced file is restored if a rename fails);
     on an error the temporary files and the folders made for them are removed.
     """
+    # The body is a plain generator: decorated functions are not mutated by `make mutate` (mutmut).
+    yield from _staged_files()
+
+
+def _staged_files() -> Iterator[StagedFiles]:
     batch = StagedFiles()
     try:
         yield batch
@@ -263,7 +268,10 @@ def staged_folder(target: PathLike, replace: Iterable[str] = ()) -> Iterator[Pat
     ``replace`` are removed too (an earlier run's own files); everything else in ``target`` stays.
     On an error nothing changes: the staged folder and the parent folders made for it are removed.
     """
-    target = Path(target)
+    yield from _staged_folder(Path(target), replace)  # a plain generator, as in staged_files
+
+
+def _staged_folder(target: Path, replace: Iterable[str]) -> Iterator[Path]:
     if os.path.lexists(target) and not target.is_dir():
         raise DMMInputError(f"output {target} is a file; expected a folder")
     check_writable_folder(target.parent, f"output folder {target}")

@@ -91,8 +91,8 @@ def mask_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, k
 def best_proposal(target: torch.Tensor, proposal_masks: torch.Tensor, min_iou: float = 0.5) -> torch.Tensor:
     """Index of the proposal that overlaps each object best, or -1 if none reaches ``min_iou``.
 
-    ``target`` ``[n, H, W]``, ``proposal_masks`` ``[m, H, W]`` (pasted, in [0, 1]; thresholded
-    at 0.5) -> ``[n]`` long.
+    ``target`` ``[n, H, W]``, ``proposal_masks`` ``[m, H, W]`` (pasted, in [0, 1]; a pixel belongs
+    to a mask when it is above 0.5) -> ``[n]`` long. An IoU equal to ``min_iou`` is good enough.
     """
     if proposal_masks.shape[0] == 0:
         return torch.full((target.shape[0],), -1, dtype=torch.long, device=target.device)

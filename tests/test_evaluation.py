@@ -19,7 +19,6 @@ from dmmlib.evaluation.davis import (
     write_json,
     write_official_csvs,
 )
-from dmmlib.evaluation.metrics import boundary_f
 
 H, W = 20, 30  # tolerance ceil(0.008 * 36.06) = 1 pixel
 
@@ -74,14 +73,24 @@ def davis(tmp_path):
     return root, results
 
 
+# F by hand, with the official rules: a rectangle of h x w pixels away from the image's last row and
+# column has 2 (h + w) boundary pixels (its last row and column, and the row above and the column left
+# of it, corner included); at 20 x 30 the tolerance is 1 pixel, i.e. a match lies within the cross
+# {dy^2 + dx^2 <= 1}.
+# * 4 x 6 object, prediction 4 x 8 (it spills 2 columns right): 20 and 24 boundary pixels; the GT
+#   pixel (3, 7) of its right edge has no predicted boundary within reach (R = 19/20), nor have the 5
+#   predicted pixels of column 9 and of (1, 9), (5, 9) beyond the GT's corners (P = 19/24):
+#   F = 2PR / (P + R) = 361/418.
+# * 4 x 8 object, prediction its left half (4 x 4): 24 and 16 boundary pixels; the predicted pixel in the
+#   middle of the half's right edge is unmatched (P = 15/16), and so are the three rightmost pixels of
+#   the GT's top and bottom rows and the three inner pixels of its right edge (R = 15/24): F = 3/4.
+F_SPILL, F_HALF = 361 / 418, 3 / 4
+
+
 def expected_figures():
-    obj1, obj2, void = rect(2, 6, 2, 8), rect(10, 14, 20, 28), rect(2, 6, 8, 10)
-    f_spill = boundary_f(obj1, obj1 | void)
-    f_half = boundary_f(obj2, rect(10, 14, 20, 24))
-    assert 0 < f_spill < 1 and 0 < f_half < 1
     return {
-        ("alpha", 1): ([1.0, 24 / 32, 1.0], [1.0, f_spill, 1.0]),
-        ("alpha", 2): ([1.0, 0.0, 0.5], [1.0, 0.0, f_half]),
+        ("alpha", 1): ([1.0, 24 / 32, 1.0], [1.0, F_SPILL, 1.0]),
+        ("alpha", 2): ([1.0, 0.0, 0.5], [1.0, 0.0, F_HALF]),
         ("beta", 1): ([0.0, 0.0], [0.0, 0.0]),
     }
 
@@ -124,30 +133,128 @@ def test_pool_gives_the_same_numbers(davis):
         np.testing.assert_array_equal(a.f, b.f)
 
 
-def test_csv_bytes_json_and_refusal(davis, tmp_path):
+# ----------------------------------------------------------------------------- every column by hand
+
+OBJ, SPILL, LINE = rect(2, 6, 2, 8), rect(10, 16, 14, 22), rect(14, 15, 5, 25)
+WIDE, HALF = rect(2, 6, 18, 26), rect(2, 6, 18, 22)
+# J and F of OBJ (4 x 6: 24 pixels, 20 boundary pixels) against each prediction, by hand (see above):
+# * OBJ | SPILL: SPILL is 6 x 8 (48 pixels, 28 boundary pixels), far from OBJ: J = 24/72, and every
+#   GT boundary pixel is a predicted one (R = 1) while P = 20/48: F = 10/17;
+# * OBJ | LINE: LINE is 1 x 20 (20 pixels, 42 boundary pixels): J = 24/44, P = 20/62, R = 1: F = 20/41;
+# * nothing: J = 0, and an empty predicted boundary against a non-empty one gives F = 0.
+J_OF = {"exact": 1.0, "spill": 24 / 72, "line": 24 / 44, "empty": 0.0, "half": 0.5}
+F_OF = {"exact": 1.0, "spill": 10 / 17, "line": 20 / 41, "empty": 0.0, "half": F_HALF}
+PREDICTION = {"exact": OBJ, "spill": OBJ | SPILL, "line": OBJ | LINE, "empty": rect(0, 0, 0, 0)}
+
+
+@pytest.fixture()
+def hand_checked(tmp_path):
+    """alpha: 7 frames, object 1 = OBJ, void (255) in the first annotation; beta: 5 frames, ids 1 and 3
+    in the first annotation (so 3 objects; object 2 never appears), object 3 = WIDE."""
+    root, results = tmp_path / "DAVIS", tmp_path / "results"
+    first = labels_from(OBJ)
+    first[12:16, 0:4] = 255
+    alpha_cases = ["exact", "spill", "line", "line", "empty"]
+    write_sequence(root, results, "alpha", [first] + [labels_from(OBJ)] * 6,
+                   {t: labels_from(PREDICTION[case]) for t, case in enumerate(alpha_cases, start=1)})
+    beta_gt = labels_from(OBJ, rect(0, 0, 0, 0), WIDE)
+    beta_cases = [("exact", HALF), ("empty", WIDE), ("spill", WIDE)]
+    write_sequence(root, results, "beta", [beta_gt] * 5,
+                   {t: labels_from(PREDICTION[one], rect(0, 0, 0, 0), three)
+                    for t, (one, three) in enumerate(beta_cases, start=1)})
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("alpha\nbeta\n")
+    return root, results
+
+
+def hand_statistics(x, decay):
+    """(mean, recall, decay): recall counts scores strictly above 0.5; ``decay`` is given by hand."""
+    return sum(x) / len(x), sum(v > 0.5 for v in x) / len(x), decay
+
+
+def hand_objects():
+    """Per object: J and F per scored frame and their (mean, recall, decay), all by hand.
+
+    Decay: 5 scored frames give the bins x[0:2] and x[3:5]; 3 give x[0:2] and x[2:3]."""
+    cases = ["exact", "spill", "line", "line", "empty"]
+    a_j, a_f = [J_OF[c] for c in cases], [F_OF[c] for c in cases]
+    b1_j, b1_f = [1.0, 0.0, 24 / 72], [1.0, 0.0, 10 / 17]
+    b3_j, b3_f = [0.5, 1.0, 1.0], [F_HALF, 1.0, 1.0]
+    return {
+        "alpha_1": (a_j, a_f, hand_statistics(a_j, (1 + 1 / 3) / 2 - (6 / 11 + 0) / 2),
+                    hand_statistics(a_f, (1 + 10 / 17) / 2 - (20 / 41 + 0) / 2)),
+        "beta_1": (b1_j, b1_f, hand_statistics(b1_j, 1 / 2 - 1 / 3), hand_statistics(b1_f, 1 / 2 - 10 / 17)),
+        "beta_2": ([1.0] * 3, [1.0] * 3, (1.0, 1.0, 0.0), (1.0, 1.0, 0.0)),  # empty GT, empty prediction
+        "beta_3": (b3_j, b3_f, hand_statistics(b3_j, 3 / 4 - 1), hand_statistics(b3_f, (F_HALF + 1) / 2 - 1)),
+    }
+
+
+def hand_global():
+    objects = hand_objects().values()
+    column = lambda i, k: sum(o[i][k] for o in objects) / len(objects)  # noqa: E731 -- over all objects
+    j_mean, f_mean = column(2, 0), column(3, 0)
+    return {"J&F-Mean": (j_mean + f_mean) / 2, "J-Mean": j_mean, "J-Recall": column(2, 1), "J-Decay": column(2, 2),
+            "F-Mean": f_mean, "F-Recall": column(3, 1), "F-Decay": column(3, 2)}
+
+
+def test_object_count_is_the_largest_id_of_the_first_annotation_without_void(hand_checked):
+    root, results = hand_checked
+    result = evaluate_davis(root, results, progress=False, workers=1)
+    assert [o.name for o in result.objects] == list(hand_objects())
+    assert [o.frames for o in result.objects] == [tuple(f"{t:05d}" for t in range(1, 6))] + [("00001", "00002", "00003")] * 3
+
+
+def test_every_figure_and_every_csv_column_by_hand(hand_checked, tmp_path):
+    root, results = hand_checked
+    result = evaluate_davis(root, results, progress=False, workers=1)
+    expected = hand_objects()
+    for o in result.objects:
+        j, f, j_stats, f_stats = expected[o.name]
+        np.testing.assert_allclose(o.j, j, rtol=0, atol=1e-15)
+        np.testing.assert_allclose(o.f, f, rtol=0, atol=1e-15)
+        np.testing.assert_allclose(o.j_stats, j_stats, rtol=0, atol=1e-15)
+        np.testing.assert_allclose(o.f_stats, f_stats, rtol=0, atol=1e-15)
+    g = hand_global()
+    assert list(result.global_scores) == list(GLOBAL_COLUMNS)
+    np.testing.assert_allclose([result.global_scores[c] for c in GLOBAL_COLUMNS], [g[c] for c in GLOBAL_COLUMNS],
+                               rtol=0, atol=1e-15)
+    # the figures differ from column to column, so a column filled from another would show
+    assert len({round(v, 3) for v in g.values()}) == len(g)
+
+    global_path, sequence_path = write_official_csvs(result, results, "val")
+    assert global_path == results / "global_results-val.csv"
+    assert sequence_path == results / "per-sequence_results-val.csv"
+    assert global_path.read_text() == (
+        "J&F-Mean,J-Mean,J-Recall,J-Decay,F-Mean,F-Recall,F-Decay\n"
+        + ",".join(f"{g[c]:.3f}" for c in GLOBAL_COLUMNS) + "\n")
+    rows = [f"{name},{j_stats[0]:.3f},{f_stats[0]:.3f}" for name, (_, _, j_stats, f_stats) in expected.items()]
+    assert sequence_path.read_text() == "Sequence,J-Mean,F-Mean\n" + "\n".join(rows) + "\n"
+    assert sequence_path.read_text().splitlines()[2] == "beta_1,0.444,0.529"  # (1 + 0 + 1/3) / 3, (1 + 10/17) / 3
+
+    data = json.loads(write_json(result, tmp_path / "scores.json").read_text())
+    assert data["split"] == "val"
+    assert data["global"] == pytest.approx(g, rel=0, abs=1e-15)
+    for item, (name, (j, f, j_stats, f_stats)) in zip(data["objects"], expected.items(), strict=True):
+        assert item["name"] == name and f"{item['sequence']}_{item['object']}" == name
+        assert item["J"] == pytest.approx(j, abs=1e-15) and item["F"] == pytest.approx(f, abs=1e-15)
+        assert item["frames"] == list(result.objects[0].frames if name == "alpha_1" else ("00001", "00002", "00003"))
+        for key, j_value, f_value in zip(("Mean", "Recall", "Decay"), j_stats, f_stats):
+            assert item[f"J-{key}"] == pytest.approx(j_value, abs=1e-15), (name, key)
+            assert item[f"F-{key}"] == pytest.approx(f_value, abs=1e-15), (name, key)
+
+
+def test_existing_tables_are_refused_unless_forced(davis, tmp_path):
     root, results = davis
     result = evaluate_davis(root, results, progress=False, workers=1)
     global_path, sequence_path = write_official_csvs(result, results, "val")
-    g = result.global_scores
-    expected_global = ",".join(GLOBAL_COLUMNS) + "\n" + ",".join(f"{g[c]:.3f}" for c in GLOBAL_COLUMNS) + "\n"
-    assert global_path.read_bytes() == expected_global.encode()
-    assert global_path.name == "global_results-val.csv"
-    rows = ["Sequence,J-Mean,F-Mean"] + [f"{o.name},{o.j_stats.mean:.3f},{o.f_stats.mean:.3f}" for o in result.objects]
-    assert sequence_path.read_text() == "\n".join(rows) + "\n"
-    assert sequence_path.read_text().splitlines()[1].startswith("alpha_1,0.917,")
+    before = global_path.read_bytes(), sequence_path.read_bytes()
     with pytest.raises(DMMInputError, match="global_results-val.csv"):
         write_official_csvs(result, results, "val")
+    assert (global_path.read_bytes(), sequence_path.read_bytes()) == before
+    global_path.write_text("stale\n")
     write_official_csvs(result, results, "val", force=True)
-
+    assert global_path.read_bytes() == before[0]
     json_path = write_json(result, tmp_path / "scores.json")
-    data = json.loads(json_path.read_text())
-    assert set(data["global"]) == set(GLOBAL_COLUMNS)
-    assert data["global"]["J-Mean"] == g["J-Mean"]  # full precision
-    first = data["objects"][0]
-    assert first["name"] == "alpha_1" and first["sequence"] == "alpha" and first["object"] == 1
-    assert first["J"] == [1.0, 0.75, 1.0] and len(first["F"]) == 3
-    for key in ("J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"):
-        assert key in first
     with pytest.raises(DMMInputError, match="scores.json"):
         write_json(result, json_path)
 

@@ -208,3 +208,51 @@ def test_info_names_the_source_of_the_profile(monkeypatch):
     assert describe()["profile"].startswith("cpu (the default; set $DMM_PROFILE")
     monkeypatch.setenv("DMM_PROFILE", "smoke")
     assert describe()["profile"] == "smoke (from $DMM_PROFILE)"
+
+
+def test_set_aside_twice_is_harmless_and_staging_happens_beside_the_target(tmp_path):
+    (tmp_path / "log").write_text("old")
+    aside = SetAside([tmp_path / "log"])
+    aside.restore()
+    aside.discard()  # nothing is set aside any more: nothing to delete
+    aside.restore()
+    assert tree(tmp_path) == {"log": b"old"}
+    # the staging folder is a hidden sibling named after the output (a rename within one file system;
+    # a leftover of a killed run says what it was)
+    with fileio.staged_folder(tmp_path / "out") as staging:
+        assert staging.parent == tmp_path and staging.name.startswith(".out.partial-")
+        (staging / "a.txt").write_text("a")
+    assert tree(tmp_path / "out") == {"a.txt": b"a"}
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DMMInputError, match=r"cannot write output folder .*file[/\\]out: .* is a file"):
+        with fileio.staged_folder(tmp_path / "file" / "out"):
+            pass
+
+
+def test_atomic_write_with_hands_the_writer_a_temporary_sibling(tmp_path):
+    seen = []
+
+    def writer(path):
+        seen.append(path)
+        path.write_text("done")
+
+    fileio.atomic_write_with(tmp_path / "sub" / "result.txt", writer)
+    assert (tmp_path / "sub" / "result.txt").read_text() == "done"
+    assert seen[0].parent == tmp_path / "sub" and seen[0] != tmp_path / "sub" / "result.txt"
+    assert not seen[0].exists()
+
+
+def test_cleanup_never_hides_the_error_that_stopped_the_writing(tmp_path):
+    """The caller sees its own error, not one from cleaning up: a staged file or a staging folder that the
+    failed writer already removed."""
+    with pytest.raises(RuntimeError, match="the writer failed"):
+        with staged_files() as batch:
+            batch.path(tmp_path / "a.txt").write_text("a")
+            batch.path(tmp_path / "b.txt").unlink()  # e.g. a writer that cleans up after itself
+            raise RuntimeError("the writer failed")
+    assert tree(tmp_path) == {}
+    with pytest.raises(RuntimeError, match="the writer failed"):
+        with fileio.staged_folder(tmp_path / "out") as staging:
+            staging.rmdir()
+            raise RuntimeError("the writer failed")
+    assert tree(tmp_path) == {}

@@ -20,11 +20,13 @@ from dmmlib.matching import (
     dmm_match,
     greedy_one_hot_start,
     lp_objective,
+    projection_weights,
 )
 from dmmlib.projections import (
     alternating_project,
     constraint_violation,
     dykstra_project,
+    make_layout,
     project_columns_literal_eq6,
     project_columns_sum_at_most_one,
     project_nonnegative,
@@ -402,6 +404,68 @@ def test_confident_assignment_keeps_row_maxima_and_passes_gradients():
     torch.testing.assert_close(X_tilde.detach(), torch.tensor([[0, 0.7, 0], [0.5, 0.5, 0]], dtype=F64))
     (grad,) = torch.autograd.grad((X_tilde * torch.arange(6.0, dtype=F64).view(2, 3)).sum(), X)
     torch.testing.assert_close(grad, torch.tensor([[0, 1.0, 0], [3, 4, 0]], dtype=F64))
+
+
+def test_confident_assignment_is_the_row_maximum_not_a_threshold():
+    """X~ = X^ * 1[X^ = row max] (Sec. 4.1) on hand-made X^: a row whose maximum is below 0.5 keeps
+    its maximum; a tie keeps every maximal entry; a second entry above 0.5 is still dropped."""
+    X = torch.tensor([
+        [[0.30, 0.20, 0.25, 0.25],   # maximum below 0.5: kept alone
+         [0.40, 0.10, 0.40, 0.10],   # a tie below 0.5: both kept
+         [0.55, 0.60, 0.00, 0.50]],  # two entries above 0.5: only the larger
+        [[0.00, 0.00, 0.00, 0.00],   # an all-zero (padding) row stays zero
+         [0.01, 0.02, 0.03, 0.04],   # tiny values: the maximum is kept, however small
+         [0.25, 0.25, 0.25, 0.25]],  # all tied: the row is unchanged
+    ], dtype=F64)
+    expected = torch.tensor([
+        [[0.30, 0, 0, 0], [0.40, 0, 0.40, 0], [0, 0.60, 0, 0]],
+        [[0, 0, 0, 0], [0, 0, 0, 0.04], [0.25, 0.25, 0.25, 0.25]],
+    ], dtype=F64)
+    assert torch.equal(confident_assignment(X), expected)
+    assert torch.equal(confident_assignment(X[0]), expected[0])  # [n, m] as well as [B, n, m]
+
+
+def test_confident_assignment_names_its_argument_and_the_greedy_start_stays_on_the_costs_device():
+    with pytest.raises(DMMInputError, match=r"^X_hat has shape \[3\]; expected at least 2 dimensions"):
+        confident_assignment(torch.rand(3))
+    # meta tensors carry no data but check devices: a helper tensor made on the CPU would not mix
+    X0 = greedy_one_hot_start(torch.rand(2, 3, 4, device="meta"))
+    assert X0.device.type == "meta" and X0.shape == (2, 3, 4)
+
+
+def test_lp_objective_is_the_trace_and_its_errors_name_the_argument():
+    C = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=F64)
+    X = torch.tensor([[0.0, 1.0], [0.5, 0.5]], dtype=F64)
+    assert lp_objective(C, X).item() == torch.trace(C @ X.T).item() == 2.0 + 3.5  # Tr(C X^T), Eq. 2
+    with pytest.raises(DMMInputError, match=r"^cost has shape \[2\]"):
+        lp_objective(C[0], X)
+    with pytest.raises(DMMInputError, match=r"^X has shape \[2\]"):
+        lp_objective(C, X[0])
+
+
+def test_projection_weights_take_the_matrixs_dtype_and_device():
+    """Alg. 1's constants are made in X's dtype and device (a float32 constant would upcast a bf16 X;
+    one on the CPU would not mix with a GPU X). Meta tensors check both without data."""
+    like = torch.zeros(2, 3, 4, dtype=torch.bfloat16, device="meta")
+    weights = projection_weights(make_layout(like.shape, None, None, like.dtype, like.device), like)
+    for name, value in weights._asdict().items():
+        assert (value.dtype, value.device.type) == (torch.bfloat16, "meta"), name
+    C = rand(2, 3, 4, seed=3, dtype=F64)
+    weights = projection_weights(make_layout(C.shape, None, None, C.dtype, C.device), C)
+    assert weights.col_share.unique().tolist() == [0.25] and weights.inv_n.unique().tolist() == [1 / 3]
+
+
+def test_confident_assignment_of_alg1_at_paper_settings_keeps_one_entry_per_row():
+    """At the paper's settings X^ is an average of iterates that start at 0, so on random costs most
+    row maxima lie below 0.5; X~ keeps exactly each row's largest entry, with its value."""
+    cost = rand(20, 5, 50, seed=31, dtype=torch.float32)
+    X_hat = dmm_match(cost)
+    row_max = X_hat.amax(-1)
+    assert (row_max < 0.5).float().mean() > 0.9  # the case a threshold at 0.5 would get wrong
+    X_tilde = confident_assignment(X_hat)
+    assert ((X_tilde > 0).sum(-1) == 1).all()
+    assert torch.equal(X_tilde.amax(-1), row_max)
+    assert torch.equal(X_tilde.argmax(-1), X_hat.argmax(-1))
 
 
 def test_hungarian_and_greedy_return_assignments_of_the_same_form():

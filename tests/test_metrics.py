@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -219,6 +220,17 @@ def test_full_minus_one_pixel_j_is_about_0_9998():
     assert boundary_f(almost, full) == 0.0
 
 
+def test_boundary_map_reads_non_zero_as_foreground_and_checks_its_input():
+    labels = np.array([[1, 2, 0], [2, 1, 0], [0, 0, 0]])  # two non-zero values: one foreground
+    np.testing.assert_array_equal(boundary_map(labels), boundary_map(labels > 0))
+    assert not boundary_map(np.full((3, 3), 7)).any()
+    for shape in [(5,), (0, 5), (5, 0), (2, 3, 0), (2, 0, 3)]:
+        with pytest.raises(DMMInputError, match=r"^mask must be \[H, W\] or \[T, H, W\] with at least one pixel"):
+            boundary_map(np.zeros(shape))
+    with pytest.raises(DMMInputError, match="^mask holds NaN"):
+        boundary_map(np.array([[0.0, np.nan]]))
+
+
 def test_single_pixel_boundaries():
     m = np.zeros((5, 6), bool)
     m[2, 3] = True
@@ -250,6 +262,25 @@ def test_single_pixel_boundaries():
 def test_boundary_tolerance_table(shape, expected):
     value = boundary_tolerance(shape)
     assert isinstance(value, float) and value == expected
+
+
+def test_boundary_tolerance_at_one_is_a_pixel_count_and_shapes_are_checked():
+    # official: bound_pix = bound_th if bound_th >= 1 else ceil(bound_th * ||(H, W)||)
+    assert boundary_tolerance((480, 854), 1) == 1.0 and boundary_tolerance((480, 854), 1.5) == 1.5
+    for shape in [(5,), (0, 5), (5, 0), (2, 3, 4)]:
+        with pytest.raises(DMMInputError, match="shape must be"):
+            boundary_tolerance(shape)
+
+
+def test_jaccard_of_one_mask_is_a_python_float_and_an_empty_union_is_quiet():
+    a = np.zeros((4, 4), bool)
+    b = a.copy()
+    b[0, :2] = True
+    assert type(jaccard(a, b)) is float and jaccard(a, b) == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 0/0 before the empty-union rule must not warn
+        assert jaccard(a, a) == 1.0
+        assert jaccard(np.stack([a, b]), np.stack([a, a])).tolist() == [1.0, 0.0]
 
 
 def test_boundary_tolerance_pixel_count_and_bad_values():
@@ -353,6 +384,21 @@ def test_statistics_match_reference_on_random_series():
 def test_statistics_reject_empty():
     with pytest.raises(DMMInputError, match="per_frame"):
         db_statistics([])
+
+
+@pytest.mark.parametrize("bad", [[0.5, 1.5], [-0.1, 0.5], [0.5, np.inf], [1.0 + 1e-9]])
+def test_statistics_reject_scores_outside_0_1(bad):
+    """J and F lie in [0, 1]; a score outside is a bug upstream, not a frame to average."""
+    with pytest.raises(DMMInputError, match=r"outside \[0, 1\]"):
+        db_statistics(bad)
+    assert db_statistics([0.0, 1.0, np.nan]).mean == 0.5  # the bounds themselves and NaN are fine
+
+
+def test_statistics_reject_non_numbers_and_average_in_float64():
+    with pytest.raises(DMMInputError, match="per_frame must be a 1-D array of scores"):
+        db_statistics(["a", "b"])
+    x = np.array([0.1, 0.2, 0.7, 0.3], dtype=np.float32)
+    assert db_statistics(x).mean == np.mean(x.astype(np.float64))  # as the float64 scores of the evaluation
 
 
 # ----------------------------------------------------------------------------- YouTube-VOS, SegTrack v2

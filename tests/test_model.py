@@ -126,6 +126,35 @@ def test_eq8_matched_masks_equal_a_loop_over_proposals():
     assert torch.equal(out.x_tilde[0].argmax(1), out.x_hat[0].argmax(1))
 
 
+def duplicated(proposals, copies):
+    """Every proposal ``copies`` times (p1, p2, p1, p2, ...): a frame whose cost has tied columns."""
+    return FrameProposals(proposals.boxes.repeat(copies, 1), proposals.scores.repeat(copies),
+                          proposals.masks.repeat(copies, 1, 1), proposals.image_size)
+
+
+def test_ambiguous_frame_keeps_the_tied_row_maxima_and_still_tracks():
+    """Three identical copies of each object's proposal give three identical cost columns, so Alg. 1
+    splits each row of X^ evenly over the copies and no entry reaches 0.5. X~ (Sec. 4.1) keeps the
+    row maximum -- here all three tied copies -- and P^ = X~ (x) P~ (Eq. 8) is 3 x^ times the object's
+    mask: the object is present and, without refinement, its label map is the ground truth."""
+    frames, labels = rectangles_video(T=2)
+    model = DMMNet(default_config("smoke", lam=0.99, refine=False)).eval()
+    proposals = duplicated(proposals_from_labels(labels[1]), 3)
+    with torch.no_grad():
+        state = model.init_state(to_tensor(frames[0]), templates_of(labels[0]))
+        out, _ = model.step(to_tensor(frames[1]), [proposals], state)
+    x_hat, x_tilde = out.x_hat[0], out.x_tilde[0]
+    row_max = x_hat.max(dim=1, keepdim=True).values
+    assert (row_max < 0.5).all()  # the case a threshold at 0.5 would zero
+    torch.testing.assert_close(x_tilde, x_hat * (x_hat == row_max), rtol=0, atol=0)
+    assert (x_tilde > 0).tolist() == [[True, False] * 3, [False, True] * 3]  # object i keeps its 3 copies
+    pasted = proposals.paste(H, W)
+    for i in range(2):
+        torch.testing.assert_close(out.matched_masks[0, i], 3 * row_max[i, 0] * pasted[i], rtol=1e-5, atol=1e-6)
+    assert out.present[0].tolist() == [True, True]
+    np.testing.assert_array_equal(out.labels()[0].numpy(), labels[1])
+
+
 @pytest.mark.parametrize("matcher", ["dmm", "hungarian", "greedy"])
 def test_iou_driven_model_tracks_oracle_proposals_perfectly(matcher):
     """lam = 0.99 makes Eq. 1 (almost) IoU only; with oracle + noise proposals and no

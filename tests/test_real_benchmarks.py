@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from dmmlib.cli import main as cli
 from dmmlib.data.masks import read_label_png, write_label_png
@@ -131,7 +132,17 @@ def test_davis_proposals_train_predict_evaluate(tmp_path):
     run("evaluate", "--davis-root", root, "--results", tmp_path / "res", "--workers", "1", "--no-progress")
     with open(tmp_path / "res/global_results-val.csv") as handle:
         row = next(csv.DictReader(handle))
-    assert set(row) >= {"J&F-Mean", "J-Mean", "F-Mean"} and 0.0 <= float(row["J-Mean"]) <= 1.0
+    assert set(row) >= {"J&F-Mean", "J-Mean", "F-Mean"}
+    # J-Mean by the official semantics, from the PNGs (PIL, not dmmlib): objects 1..max of the first
+    # annotation after void (255) -> 0, first and last frames dropped, J = |gt & pred| / |gt | pred|
+    # (1 when both are empty), the mean over objects; the CSV is written with three decimals
+    gt = [np.array(Image.open(root / f"Annotations/480p/val-a/{t:05d}.png")) for t in range(3)]
+    gt = [np.where(g == 255, 0, g) for g in gt]
+    pred = np.array(Image.open(tmp_path / "res/val-a/00001.png"))
+    j = [iou(gt[1] == k, pred == k) for k in range(1, int(gt[0].max()) + 1)]
+    assert len(j) == 2
+    assert float(row["J-Mean"]) == pytest.approx(np.mean(j), abs=5e-4 + 1e-9)
+    assert float(row["J&F-Mean"]) == pytest.approx((float(row["J-Mean"]) + float(row["F-Mean"])) / 2, abs=1e-3)
 
 
 def test_davis_oracle_scores_one(tmp_path):

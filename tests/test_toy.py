@@ -177,6 +177,21 @@ def test_pictures_draw_without_error():
     example = toy.make_coin_example(seed=0)
     fig, (left, right) = plt.subplots(1, 2)
     toy.draw_masks(left, example.frame1, example.template_masks, names=["a", "b", "c", "d"], title="frame 1")
-    toy.plot_matrix(right, example.cost(), title="cost", outline=example.true_assignment())
-    assert len(right.texts) >= example.n * example.m
+    cost = np.asarray(example.cost(), dtype=np.float64)
+    truth = np.asarray(example.true_assignment())
+    toy.plot_matrix(right, cost, title="cost", outline=truth)
+    # each cell shows its own entry (two decimals) at (column j, row i); the sums follow, red where they
+    # break Eq. 3 (a cost matrix's rows do not sum to 1)
+    cells = {(t.get_position()[1], t.get_position()[0]): t.get_text() for t in right.texts[: example.n * example.m]}
+    assert cells == {(i, j): f"{cost[i, j]:.2f}" for i in range(example.n) for j in range(example.m)}
+    row_sums = right.texts[example.n * example.m: example.n * example.m + example.n]
+    assert [t.get_text() for t in row_sums] == [f"Σ {s:.2f}" for s in cost.sum(1)]
+    assert all((t.get_color() == "crimson") == (abs(s - 1) > 1e-6) for t, s in zip(row_sums, cost.sum(1)))
+    # the true assignment is outlined: two frames (white under crimson) at each of its ones
+    corners = sorted((p.get_xy(), p.get_edgecolor()) for p in right.patches if p.get_width() == 1)
+    ones = np.argwhere(truth > 0.5)
+    assert len(corners) == 2 * len(ones) == 2 * example.n
+    assert {(j - 0.5, i - 0.5) for i, j in ones} == {xy for xy, _ in corners}
+    # every template outline is drawn on the left, with its name
+    assert [t.get_text() for t in left.texts] == ["a", "b", "c", "d"]
     plt.close(fig)

@@ -1,4 +1,4 @@
-"""dmmlib.training and dmmlib.losses: the loss goes down, resume is bit-identical, configs are checked.
+"""dmmlib.training: the loss goes down, resume is bit-identical, configs are checked (losses: test_losses.py).
 
 Most tests train ``TinyTracker`` -- a few-hundred-parameter module with DMMNet's
 ``init_state``/``step`` interface (a conv feature map, cosine cost, soft assignment,
@@ -9,6 +9,7 @@ one test trains the real DMMNet on the synthetic smoke benchmark.
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dmmlib import losses, train_config, training, unrolled
+from dmmlib import train_config, training, unrolled
 from dmmlib.checkpoints import checkpoint_paths, load_training_checkpoint
 from dmmlib.errors import DMMInputError
 
@@ -119,66 +120,6 @@ def tiny_train(run_dir, cfg, repeat=False, **kwargs):
 
 
 # ----------------------------------------------------------------------------------------------
-# Losses
-# ----------------------------------------------------------------------------------------------
-
-
-def test_losses_are_small_for_a_confident_right_answer_and_large_for_a_wrong_one():
-    target = torch.zeros(1, 2, 8, 8)
-    target[0, 0, 2:5, 2:5] = 1
-    target[0, 1, 5:8, 0:3] = 1
-    valid = torch.tensor([[True, True]])
-    right, wrong = (target * 2 - 1) * 10, (1 - target * 2) * 10
-    for kind in losses.LOSSES:
-        good, bad = losses.mask_loss(right, target, valid, kind), losses.mask_loss(wrong, target, valid, kind)
-        assert good < 0.05 and bad > 0.9, (kind, good, bad)
-
-
-def test_invalid_objects_do_not_count():
-    target = torch.zeros(1, 2, 8, 8)
-    target[0, 0, 2:5, 2:5] = 1
-    logits = (target * 2 - 1) * 10
-    logits[0, 1] = 10  # object 1 badly wrong, but it has no template
-    valid = torch.tensor([[True, False]])
-    assert losses.mask_loss(logits, target, valid, "bce+soft_iou") < 0.05
-    assert losses.mask_loss(logits, target, torch.tensor([[True, True]]), "bce+soft_iou") > 0.5
-
-
-def test_soft_iou_is_one_minus_iou_for_hard_predictions():
-    target = torch.zeros(1, 1, 10, 10)
-    target[0, 0, :, :5] = 1  # 50 pixels
-    logits = torch.full((1, 1, 10, 10), -50.0)
-    logits[0, 0, :, 3:8] = 50.0  # 50 pixels, 20 overlapping: IoU 20/80
-    expected = 1 - (20 + 1) / (80 + 1)
-    assert losses.soft_iou_per_object(logits, target).item() == pytest.approx(expected, abs=1e-5)
-
-
-def test_assignment_loss_prefers_the_best_proposal_and_skips_missing_targets():
-    best = torch.tensor([[1, -1]])
-    valid = torch.tensor([[True, True]])
-    on_target = torch.tensor([[[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]])
-    off_target = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
-    assert losses.assignment_loss(on_target, best, valid) < 1e-4
-    assert losses.assignment_loss(off_target, best, valid) > 5
-
-
-def test_best_proposal_finds_the_overlapping_one():
-    target = torch.zeros(2, 10, 10)
-    target[0, :4, :4] = 1
-    target[1, 6:, 6:] = 1
-    proposals = torch.zeros(3, 10, 10)
-    proposals[0, 6:, 5:] = 1  # IoU 16/20 with object 1
-    proposals[2, :4, :5] = 1  # IoU 16/20 with object 0
-    assert losses.best_proposal(target, proposals).tolist() == [2, 0]
-    assert losses.best_proposal(target, proposals, min_iou=0.9).tolist() == [-1, -1]
-
-
-def test_unknown_loss_is_an_input_error():
-    with pytest.raises(DMMInputError, match="l2"):
-        losses.mask_loss(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), torch.ones(1, 1, dtype=torch.bool), "l2")
-
-
-# ----------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------
 
@@ -203,6 +144,36 @@ def test_resume_continues_bit_identically(tmp_path):
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in straight.log]
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in resumed.log] == strip
     assert len(set(r["loss"] for r in strip)) > 1  # the losses really change from step to step
+
+
+class GlobalRandomClips(TinyClips):
+    """A user's dataset that augments with numpy's and Python's global RNGs (not a seeded generator)."""
+
+    def __getitem__(self, index):
+        item = super().__getitem__(index)
+        noise = np.random.uniform(0.0, 0.2, size=item["frames"].shape).astype(np.float32)
+        item["frames"] = item["frames"] + torch.from_numpy(noise) * random.random()
+        return item
+
+
+def global_random_train(run_dir, cfg, **kwargs):
+    torch.manual_seed(cfg.seed)
+    dataset = GlobalRandomClips(n_clips=cfg.clips_per_epoch, length=cfg.unroll + 1, size=tuple(cfg.frame_size))
+    return training.train(cfg, run_dir, model=TinyTracker(), dataset=dataset, progress=False, **kwargs)
+
+
+def test_resume_continues_a_data_pipeline_that_draws_from_numpy_and_python(tmp_path):
+    """Resume restores numpy's and Python's global RNG states as well as torch's: a dataset that draws
+    its augmentation from them continues as if the run had not stopped."""
+    straight = global_random_train(tmp_path / "straight", tiny_config(max_steps=5, checkpoint_every=2))
+    global_random_train(tmp_path / "split", tiny_config(max_steps=3, checkpoint_every=2))
+    np.random.seed(123)  # what the process happens to hold
+    random.seed(123)
+    resumed = global_random_train(tmp_path / "split", tiny_config(max_steps=5, checkpoint_every=2), resume=True)
+    strip = lambda log: [{k: v for k, v in r.items() if k != "seconds"} for r in log]  # noqa: E731
+    assert strip(resumed.log) == strip(straight.log)
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_resume_without_restoring_the_rng_would_not_be_identical(tmp_path, monkeypatch):
@@ -403,10 +374,15 @@ def test_cli_reports_a_bad_config_as_an_error(tmp_path):
 def test_dmmnet_trains_on_the_smoke_benchmark(tmp_path, smoke_benchmark):
     from dmmlib.checkpoints import load_checkpoint
 
-    cfg = train_config.profile_config("smoke", ["max_steps=3", "checkpoint_every=2", f"data={smoke_benchmark}"])
+    cfg = train_config.profile_config("smoke", ["max_steps=3", "checkpoint_every=2", f"data={smoke_benchmark}",
+                                                "assignment_loss_weight=0.5"])
     result = training.train(cfg, tmp_path / "run", progress=False)
     assert [r["step"] for r in result.log] == [1, 2, 3]
-    assert all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in result.log)
+    # the logged loss is the training objective: mask loss + 0.5 x assignment loss, each a mean over frames
+    for r in result.log:
+        assert r["mask_loss"] > 0 and r["assignment_loss"] > 0, r
+        assert r["loss"] == pytest.approx(r["mask_loss"] + 0.5 * r["assignment_loss"], rel=1e-5), r
+        assert 0 <= r["iou"] <= 1 and 0 <= r["assignment_accuracy"] <= 1
     state = load_training_checkpoint(checkpoint_paths(tmp_path / "run")[-1])
     assert state["step"] == 3
     reloaded = load_checkpoint(tmp_path / "run" / "model.pt")  # what `predict --checkpoint` reads
