@@ -573,3 +573,26 @@ def test_cuda_matches_cpu():
         on_gpu = fn(C.cuda(), proposal_mask=mask.cuda())
         assert on_gpu.device.type == "cuda"
         torch.testing.assert_close(on_gpu.cpu(), fn(C, proposal_mask=mask), rtol=0, atol=1e-4)
+
+
+def test_constraint_violations_are_per_problem_and_per_constraint_by_hand():
+    """Eq. 3's three constraints measured on two problems at once: each problem gets its own maxima."""
+    X = torch.tensor([
+        [[1.0, 0.5, 0.0], [0.5, 0.5, 0.0]],     # rows 1.5 and 1; columns 1.5, 1, 0; no negative entry
+        [[1.0, 0.0, 0.0], [0.0, 1.2, -0.2]],    # rows 1 and 1; columns 1, 1.2, -0.2; one entry -0.2
+    ], dtype=torch.float64)
+    rows, columns, negativity = constraint_violation(X, per_constraint=True)
+    torch.testing.assert_close(rows, torch.tensor([0.5, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(columns, torch.tensor([0.5, 0.2], dtype=torch.float64))
+    torch.testing.assert_close(negativity, torch.tensor([0.0, 0.2], dtype=torch.float64))
+    torch.testing.assert_close(constraint_violation(X), torch.tensor([0.5, 0.2], dtype=torch.float64))
+
+
+def test_literal_eq6_by_hand():
+    """The paper's Eq. 6 read literally: when a column sum exceeds 1, every column j moves by (s_j - 1) / n."""
+    X = torch.tensor([[0.9, 0.3], [0.6, 0.1]], dtype=torch.float64)  # column sums 1.5 and 0.4, n = 2
+    expected = torch.tensor([[0.65, 0.6], [0.35, 0.4]], dtype=torch.float64)
+    torch.testing.assert_close(project_columns_literal_eq6(X), expected)
+    # a column sum of exactly 1 does not exceed 1: nothing moves
+    at_bound = torch.tensor([[0.5, 0.2], [0.5, 0.2]], dtype=torch.float64)
+    torch.testing.assert_close(project_columns_literal_eq6(at_bound), at_bound)
