@@ -204,6 +204,21 @@ def test_object_count_is_the_largest_id_of_the_first_annotation_without_void(han
     assert [o.frames for o in result.objects] == [tuple(f"{t:05d}" for t in range(1, 6))] + [("00001", "00002", "00003")] * 3
 
 
+def test_a_first_annotation_with_void_but_no_object_contributes_nothing(tmp_path):
+    """Void (255) is not an object: a sequence whose first annotation holds only background and void has no
+    objects to score (as the official code), even when later frames and results show something."""
+    root, results = tmp_path / "DAVIS", tmp_path / "results"
+    only_void = labels_from()
+    only_void[12:16, 0:4] = 255
+    write_sequence(root, results, "gamma", [only_void] + [labels_from(OBJ)] * 3,
+                   {t: labels_from(OBJ) for t in (1, 2)})
+    write_sequence(root, results, "delta", [labels_from(OBJ)] * 4, {t: labels_from(OBJ) for t in (1, 2)})
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("gamma\ndelta\n")
+    result = evaluate_davis(root, results, progress=False, workers=1)
+    assert [o.name for o in result.objects] == ["delta_1"]
+
+
 def test_every_figure_and_every_csv_column_by_hand(hand_checked, tmp_path):
     root, results = hand_checked
     result = evaluate_davis(root, results, progress=False, workers=1)
