@@ -352,6 +352,20 @@ def test_error_from_a_worker_thread_is_a_clear_error(davis):
         evaluate_davis(root, results, progress=False, workers=2)
 
 
+@pytest.mark.parametrize("breaker, words", [(_break_id_too_high, "object id 2 but the sequence has 1 objects"),
+                                             (_break_void_in_result, "void label 255")])
+def test_result_ids_are_checked_against_the_annotation_in_process(davis, breaker, words):
+    """A result PNG holds 0 and the ids 1..n_objects of its sequence's first annotation; the error names both files."""
+    root, results = davis
+    named = breaker(root, results)
+    annotation = f"beta/{Path(named).name}"
+    with pytest.raises(DMMInputError, match=words) as raised:
+        evaluate_davis(root, results, progress=False, workers=1)
+    message = str(raised.value)
+    assert named in message
+    assert f"for annotation {root / 'Annotations' / '480p' / annotation}" in message
+
+
 def test_layout_errors_name_the_folder(davis):
     root, results = davis
     (results / "beta" / "00001.png").rename(results / "beta-moved")

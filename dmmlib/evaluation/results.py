@@ -56,11 +56,12 @@ def read_result(path: str | os.PathLike, shape: tuple[int, int], annotation: str
         if top == VOID_LABEL:
             raise DMMInputError(
                 f"result {path} contains the void label 255; results hold 0 (background) and object ids 1..{n_objects}"
+                f"{against}"
             )
         if top > n_objects:
             raise DMMInputError(
                 f"result {path} contains object id {top} but the sequence has {n_objects} objects; "
-                f"expected ids 0..{n_objects}"
+                f"expected ids 0..{n_objects}{against}"
             )
     return labels
 
