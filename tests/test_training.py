@@ -187,6 +187,60 @@ def test_resume_without_restoring_the_rng_would_not_be_identical(tmp_path, monke
     assert not all(torch.equal(a, b) for a, b in zip(straight.model.parameters(), resumed.model.parameters()))
 
 
+class ScriptedTracker(nn.Module):
+    """A tracker whose outputs are written by hand: each frame's logits and X_hat, and the proposals P~."""
+
+    def __init__(self, logits, x_hat, proposal_masks):
+        super().__init__()
+        self.outputs = [SimpleNamespace(logits=l, x_hat=x, proposal_masks=p) for l, x, p in zip(logits, x_hat, proposal_masks)]
+        self.anchor = nn.Parameter(torch.zeros(()))  # so that the losses have something to differentiate
+
+    def init_state(self, frames, template_masks, template_valid):
+        return 0
+
+    def step(self, frames, proposals, state):
+        out = self.outputs[state]
+        return SimpleNamespace(logits=out.logits + self.anchor, x_hat=out.x_hat, proposal_masks=out.proposal_masks), state + 1
+
+
+def test_logged_iou_and_assignment_accuracy_by_hand():
+    """One clip, 2 objects (a 2 x 4 and a 2 x 2 block), 2 predicted frames, IoU and accuracy counted by hand.
+
+    Frame 1: object 1 predicted exactly (IoU 1), object 2 as a 2 x 4 block over its 2 x 2 (IoU 4/8). Frame 2:
+    object 1 predicted as its left half (IoU 4/8), object 2 missed (IoU 0). Mean over the 4 (object, frame)
+    pairs: 0.5. X_hat's largest entry is the GT-best proposal in frame 1 for both objects, and in frame 2 for
+    neither; in frame 2 no proposal covers object 2 (IoU >= 0.5 with none), so that pair is not scored:
+    accuracy 2 of 3.
+    """
+    H, W = 6, 8
+    one, two = torch.zeros(H, W), torch.zeros(H, W)
+    one[0:2, 0:4] = 1
+    two[4:6, 6:8] = 1
+    labels = torch.zeros(1, 3, H, W, dtype=torch.long)
+    labels[0, 0][one.bool()] = 1
+    labels[0, 0][two.bool()] = 2
+    labels[0, 1] = labels[0, 2] = labels[0, 0]
+    frames = torch.zeros(1, 3, 3, H, W)
+
+    def logits_of(*masks):
+        return torch.stack([torch.where(m.bool(), 5.0, -5.0) for m in masks])[None]  # [1, n, H, W]
+
+    wide_two = torch.zeros(H, W)
+    wide_two[4:6, 4:8] = 1
+    left_one = torch.zeros(H, W)
+    left_one[0:2, 0:2] = 1
+    proposals_1 = torch.stack([one, two, torch.zeros(H, W)])[None]  # [1, m=3, H, W]
+    proposals_2 = torch.stack([one, torch.zeros(H, W), torch.zeros(H, W)])[None]  # nothing over object 2
+    x_hat = [torch.tensor([[[0.9, 0.1, 0.0], [0.2, 0.7, 0.1]]]),  # frame 1: object 1 -> p1 (right), 2 -> p2 (right)
+             torch.tensor([[[0.1, 0.8, 0.1], [0.3, 0.3, 0.4]]])]  # frame 2: object 1 -> p2 (wrong), 2 unscored
+    model = ScriptedTracker([logits_of(one, wide_two), logits_of(left_one, torch.zeros(H, W))], x_hat,
+                            [proposals_1, proposals_2])
+    cfg = tiny_config(assignment_loss_weight=0.0)
+    _, stats = unrolled.UnrolledClip(model, cfg)(frames, labels, [None, None])
+    assert float(stats["iou"]) == pytest.approx((1 + 0.5 + 0.5 + 0) / 4)
+    assert float(stats["assignment_accuracy"]) == pytest.approx(2 / 3)
+
+
 def test_checkpoints_hold_everything_and_load_with_weights_only(tmp_path):
     tiny_train(tmp_path / "run", tiny_config(max_steps=5, checkpoint_every=2, keep_checkpoints=2))
     paths = checkpoint_paths(tmp_path / "run")
