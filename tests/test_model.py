@@ -284,16 +284,19 @@ def test_object_that_leaves_and_returns():
             out, state = model.step(to_tensor(frames[t]), [proposals[t]], state)
             assert out.present[0].tolist() == [True, t not in (2, 3)]
             np.testing.assert_array_equal(out.labels()[0].numpy(), labels[t])
-    # With refinement (untrained) and no proposal at all for a frame: no crash, object suppressed.
-    model = DMMNet(default_config("smoke")).eval()
+    # With the (untrained, pass-through) refinement and no proposal at all for a frame: both objects are
+    # suppressed and the previous masks are kept, so the same frame shown again with its proposals is
+    # matched as if the empty frame had not been there.
+    model = DMMNet(default_config("smoke", lam=0.99, no_proposal_cost=-0.6)).eval()
     with torch.no_grad():
         state = model.init_state(to_tensor(frames[0]), templates_of(labels[0]))
         out, state = model.step(to_tensor(frames[1]), [FrameProposals.empty((H, W))], state)
         assert out.present[0].tolist() == [False, False]
         assert torch.all(out.labels() == 0)
         torch.testing.assert_close(state.previous_masks, templates_of(labels[0]))
-        out, state = model.step(to_tensor(frames[2]), [proposals[2]], state)
-        assert out.logits.isfinite().all()
+        out, state = model.step(to_tensor(frames[1]), [proposals[1]], state)
+        assert out.present[0].tolist() == [True, True]
+        np.testing.assert_array_equal(out.labels()[0].numpy(), labels[1])
 
 
 def test_labels_from_logits():
