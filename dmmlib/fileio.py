@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
 
-from dmmlib.errors import DMMInputError
+from dmmlib.errors import DMMInputError, existing_file
 
 PathLike = str | os.PathLike
 
@@ -320,11 +320,7 @@ def atomic_write_with(path: PathLike, writer: Callable[[Path], None]) -> None:
 
 def read_text_file(path: PathLike, what: str) -> str:
     """The UTF-8 text of ``path`` (a byte-order mark is dropped); errors name ``what`` and the file."""
-    path = Path(path)
-    if path.is_dir():
-        raise DMMInputError(f"{what} {path} is a folder; expected a UTF-8 text file")
-    if not path.is_file():
-        raise DMMInputError(f"{what} {path} does not exist")
+    path = existing_file(path, what, "a UTF-8 text file")
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:

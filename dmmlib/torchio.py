@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import pickle
 import re
-from pathlib import Path
 
 import torch
 
-from dmmlib.errors import DMMInputError
+from dmmlib.errors import DMMInputError, existing_file
 
 
 def _reason(error: Exception) -> str:
@@ -32,11 +31,7 @@ def load_torch_file(path: str | os.PathLike, what: str, map_location="cpu"):
     A missing file, a folder, or one torch cannot read (truncated, corrupt, foreign, or holding
     objects that ``weights_only`` refuses), raises :class:`DMMInputError`.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise DMMInputError(f"{what} {path} is a folder; expected a file")
-    if not path.is_file():
-        raise DMMInputError(f"{what} {path} does not exist")
+    path = existing_file(path, what, "a torch file")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files

@@ -326,7 +326,7 @@ def _break_empty_split(root, results):
 @pytest.mark.parametrize(
     "breaker, words",
     [
-        (_break_missing_frame, "missing"),
+        (_break_missing_frame, "does not exist; expected a label PNG for annotation"),
         (_break_wrong_size, "21x30"),
         (_break_id_too_high, "object id 2"),
         (_break_void_in_result, "255"),

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from dmmlib.errors import DMMInputError
+from dmmlib.errors import DMMInputError, existing_file
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -32,10 +32,7 @@ SUFFIX_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP"}
 
 def _opened(path: Path, what: str) -> Image.Image:
     """``Image.open(path)`` (header only), checked: the file exists, decodes, and is what its suffix says."""
-    if path.is_dir():
-        raise DMMInputError(f"{what} {path} is a folder; expected an image file")
-    if not path.is_file():
-        raise DMMInputError(f"{what} {path} does not exist")
+    existing_file(path, what, "an image file")
     try:
         image = Image.open(path)
     except (UnidentifiedImageError, OSError, SyntaxError) as error:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from dmmlib.data.masks import VOID_LABEL, read_label_png
-from dmmlib.errors import DMMInputError
+from dmmlib.errors import DMMInputError, existing_file
 from dmmlib.fileio import atomic_write_text, check_destination
 
 
@@ -39,12 +39,8 @@ def read_result(path: str | os.PathLike, shape: tuple[int, int], annotation: str
     named in errors; ``n_objects``: the largest valid id (the void label 255 and larger ids
     are then errors, as results hold 0 and object ids only).
     """
-    path = Path(path)
     against = f" for annotation {annotation}" if annotation is not None else ""
-    if path.is_dir():
-        raise DMMInputError(f"result {path} is a folder; expected a label PNG{against}")
-    if not path.is_file():
-        raise DMMInputError(f"result frame {path} is missing; expected a label PNG{against}")
+    path = existing_file(path, "result", f"a label PNG{against}")
     labels = read_label_png(path, what="result")
     if labels.shape != tuple(shape):
         raise DMMInputError(
