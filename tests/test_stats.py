@@ -5,7 +5,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from dmmlib.errors import DMMInputError
-from dmmlib.lessons.stats import paired_difference
+from dmmlib.lessons.stats import mean_without_interval, paired_difference
 
 
 def test_constant_differences_have_no_uncertainty():
@@ -78,3 +78,14 @@ def test_bad_inputs_are_refused():
         paired_difference(np.zeros((2, 1)), np.ones(1))
     with pytest.raises(DMMInputError, match="finite"):
         paired_difference(np.array([[np.nan, 1.0]]), np.ones(2))
+
+
+def test_one_video_gives_the_object_weighted_mean_and_no_interval():
+    # 2 seeds, one video of 2 objects: per seed the sums 2 and 4 over its objects -> mean (2 + 4) / (2 * 2)
+    estimate = mean_without_interval(np.array([[2.0], [4.0]]), np.array([2]))
+    assert estimate.mean == pytest.approx(1.5)
+    assert np.isnan(estimate.se) and np.isnan(estimate.low) and np.isnan(estimate.high)
+    assert (estimate.n_seeds, estimate.n_videos, estimate.n_objects) == (2, 1, 2)
+    # the same weighting as paired_difference's mean once there are two videos
+    two = paired_difference(np.array([[2.0, 1.0], [4.0, 3.0]]), np.array([2, 1]))
+    assert two.mean == pytest.approx((2 + 1 + 4 + 3) / (2 * 3))

@@ -70,6 +70,21 @@ def no_estimate(n_seeds: int = 0) -> PairedEstimate:
     return PairedEstimate(nan, nan, nan, nan, 0.95, n_seeds, 0, 0)
 
 
+def mean_without_interval(differences: np.ndarray, counts: np.ndarray, level: float = 0.95) -> PairedEstimate:
+    """The object-weighted mean of a comparison on one video: no interval can be formed (NaN).
+
+    ``differences`` ``[S, 1]`` and ``counts`` ``[1]`` as in :func:`paired_difference`.
+    """
+    differences, counts = np.asarray(differences, dtype=float), np.asarray(counts, dtype=float)
+    nan = float("nan")
+    return PairedEstimate(_object_weighted_mean(differences, counts), nan, nan, nan, level, differences.shape[0],
+                          differences.shape[1], int(counts.sum()))
+
+
+def _object_weighted_mean(differences: np.ndarray, counts: np.ndarray) -> float:
+    return float(differences.sum() / (differences.shape[0] * counts.sum()))
+
+
 def _variance_of_mean(cells: np.ndarray) -> tuple[float, float]:
     """Variance of the mean of ``cells`` [S, V] under the two-way random-effects model, and its df."""
     n_seeds, n_videos = cells.shape
@@ -103,7 +118,7 @@ def paired_difference(differences: np.ndarray, counts: np.ndarray, level: float 
     if not np.all(np.isfinite(differences)) or counts.min() < 0 or counts.sum() <= 0:
         raise DMMInputError("paired_difference: differences must be finite and counts non-negative with a positive sum")
     n_seeds, n_videos = differences.shape
-    mean = float(differences.sum() / (n_seeds * counts.sum()))  # the object-weighted mean
+    mean = _object_weighted_mean(differences, counts)
     variance, df = _variance_of_mean((differences - mean * counts) / counts.mean())
     se = float(np.sqrt(max(variance, 0.0)))
     half = float(scipy_stats.t.ppf(0.5 + level / 2, df)) * se if se > 0 else 0.0

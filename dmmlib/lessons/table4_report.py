@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from dmmlib.lessons.stats import PairedEstimate, no_estimate, paired_difference
+from dmmlib.lessons.stats import PairedEstimate, mean_without_interval, no_estimate, paired_difference
 from dmmlib.lessons.table4 import ABLATIONS, PAPER_ROWS, ROW_LABELS, ROWS
 from dmmlib.lessons.verdicts import outcome, point_outcome, verdict
 
@@ -70,11 +70,8 @@ def summary_table(objects: pd.DataFrame, rows: tuple[str, ...] = ROWS + ABLATION
 
 def _estimate(sums: pd.DataFrame, counts: pd.Series) -> PairedEstimate:
     """:func:`paired_difference` in points; with one video only the mean (no interval can be formed)."""
-    if sums.shape[1] < 2:
-        mean = 100 * float(sums.to_numpy().sum() / (sums.shape[0] * counts.sum()))
-        nan = float("nan")
-        return PairedEstimate(mean, nan, nan, nan, 0.95, sums.shape[0], sums.shape[1], int(counts.sum()))
-    return paired_difference(sums.to_numpy(), counts.to_numpy()).scaled(100)
+    estimate = paired_difference if sums.shape[1] >= 2 else mean_without_interval
+    return estimate(sums.to_numpy(), counts.to_numpy()).scaled(100)
 
 
 def contrast(objects: pd.DataFrame, weights: dict[str, float], difficulty: str = "all",
