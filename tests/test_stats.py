@@ -89,3 +89,13 @@ def test_one_video_gives_the_object_weighted_mean_and_no_interval():
     # the same weighting as paired_difference's mean once there are two videos
     two = paired_difference(np.array([[2.0, 1.0], [4.0, 3.0]]), np.array([2, 1]))
     assert two.mean == pytest.approx((2 + 1 + 4 + 3) / (2 * 3))
+
+
+def test_interval_text_is_how_the_book_writes_a_difference():
+    from dmmlib.lessons.stats import interval_text
+
+    assert interval_text(1.234, -0.31, 2.7) == "+1.2 J&F points [-0.3, +2.7]"
+    assert interval_text(-0.5, float("nan"), float("nan")) == "-0.5 J&F points (one video: no interval)"
+    assert interval_text(0.351, 0.1, 0.6, unit="", digits=2) == "+0.35 [+0.10, +0.60]"
+    estimate = paired_difference(np.array([[2.0, 1.0], [4.0, 3.0]]), np.array([2, 1]))
+    assert estimate.text() == interval_text(estimate.mean, estimate.low, estimate.high)

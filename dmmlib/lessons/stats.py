@@ -58,10 +58,26 @@ class PairedEstimate:
         """Half the interval's width: differences smaller than this cannot be told from zero."""
         return (self.high - self.low) / 2
 
+    def text(self, unit: str = "J&F points", digits: int = 1) -> str:
+        """``"+1.2 J&F points [-0.3, +2.7]"``: the mean and its interval (see :func:`interval_text`)."""
+        return interval_text(self.mean, self.low, self.high, unit, digits)
+
     def scaled(self, factor: float) -> "PairedEstimate":
         """The same estimate in other units (``factor`` > 0, e.g. 100 for points)."""
         return PairedEstimate(factor * self.mean, factor * self.se, factor * self.low, factor * self.high,
                               self.level, self.n_seeds, self.n_videos, self.n_objects, self.df)
+
+
+def interval_text(mean: float, low: float, high: float, unit: str = "J&F points", digits: int = 1) -> str:
+    """How the book writes a difference and its interval: ``"+1.2 J&F points [-0.3, +2.7]"``.
+
+    Without an interval (NaN bounds: one video) ``"+1.2 J&F points (one video: no interval)"``;
+    ``unit=""`` leaves the unit out.
+    """
+    number = f"{mean:+.{digits}f}" + (f" {unit}" if unit else "")
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{number} (one video: no interval)"
+    return f"{number} [{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
 def no_estimate(n_seeds: int = 0) -> PairedEstimate:
