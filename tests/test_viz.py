@@ -57,6 +57,24 @@ def test_static_slider_embeds_one_image_per_frame_and_nothing_external():
     assert "<script>" in markup and "<script src" not in markup
 
 
+def test_static_slider_can_embed_jpegs_that_are_smaller_and_close_to_the_frames():
+    rng = np.random.default_rng(0)
+    # video-like frames: smooth gradients with texture, where JPEG pays off
+    base = np.linspace(0, 200, 96 * 128).reshape(96, 128)
+    frames = [np.clip(base[..., None] + rng.normal(0, 3, (96, 128, 3)) + 10 * i, 0, 255).astype(np.uint8)
+              for i in range(3)]
+    as_png = viz.static_slider(frames)._repr_html_()
+    as_jpeg = viz.static_slider(frames, image_format="jpeg")._repr_html_()
+    jpegs = [base64.b64decode(d) for d in re.findall(r'src="data:image/jpeg;base64,([A-Za-z0-9+/=]+)"', as_jpeg)]
+    assert len(jpegs) == 3 and not _embedded_pngs(as_jpeg)
+    assert all(j.startswith(b"\xff\xd8") for j in jpegs)  # JPEG files
+    assert len(as_jpeg) < 0.6 * len(as_png)
+    decoded = np.array(Image.open(io.BytesIO(jpegs[1]))).astype(float)
+    assert np.abs(decoded - frames[1]).mean() < 4  # quality 90: a few grey levels off on average
+    with pytest.raises(DMMInputError, match="image_format='gif'"):
+        viz.static_slider(frames, image_format="gif")
+
+
 def test_static_slider_ids_are_unique_per_call():
     first = viz.static_slider(_frames(2))
     second = viz.static_slider(_frames(2))

@@ -152,6 +152,22 @@ def _png_bytes(frame: Any, index: int, dpi: int) -> bytes:
     )
 
 
+SLIDER_FORMATS = ("png", "jpeg")
+
+
+def _png_to_jpeg(png: bytes, quality: int = 90) -> bytes:
+    """PNG bytes re-encoded as JPEG (transparency flattened onto white)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        rgba = image.convert("RGBA")
+    flat = Image.new("RGB", rgba.size, (255, 255, 255))
+    flat.paste(rgba, mask=rgba.getchannel("A"))
+    buffer = io.BytesIO()
+    flat.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
 def _array_to_png(array: np.ndarray, index: int) -> bytes:
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
         raise DMMInputError(
@@ -213,6 +229,7 @@ def static_slider(
     close_figures: bool = True,
     play: bool = True,
     interval_ms: int = 500,
+    image_format: str = "png",
 ) -> _SliderHTML:
     """An interactive figure that works without a kernel: a range slider over pre-rendered frames.
 
@@ -231,6 +248,9 @@ def static_slider(
 
     Figures are closed after rendering (``close_figures``) so that the notebook does not show
     them a second time.
+
+    ``image_format="jpeg"`` embeds the frames as JPEGs (quality 90) instead: a quarter of the
+    bytes for video frames, at the price of slight blur on sharp label edges.
     """
     frames = list(frames)
     if not frames:
@@ -245,7 +265,11 @@ def static_slider(
     if isinstance(interval_ms, bool) or not isinstance(interval_ms, int) or interval_ms < 20:
         raise DMMInputError(f"static_slider: interval_ms={interval_ms!r}; expected an integer of at least 20 (milliseconds)")
 
+    if image_format not in SLIDER_FORMATS:
+        raise DMMInputError(f"static_slider: image_format={image_format!r}; expected one of {', '.join(SLIDER_FORMATS)}")
     pngs = [_png_bytes(frame, i, dpi) for i, frame in enumerate(frames)]
+    if image_format == "jpeg":
+        pngs = [_png_to_jpeg(png) for png in pngs]
     if close_figures:
         figures = [frame for frame in frames if hasattr(frame, "savefig")]
         if figures:
@@ -255,7 +279,7 @@ def static_slider(
     dom_id = new_dom_id()
     name = html.escape(title or "Interactive figure")
     images = "\n".join(
-        f'<img class="dmm-slider-frame" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}" '
+        f'<img class="dmm-slider-frame" src="data:image/{image_format};base64,{base64.b64encode(png).decode("ascii")}" '
         f'alt="{name}: {html.escape(label)}"{"" if i == start else " hidden"}>'
         for i, (png, label) in enumerate(zip(pngs, labels))
     )
