@@ -104,9 +104,11 @@ BOOK_MODELS = {
 #: this was written, on a machine shared with other work (per step, batch 4 at 96 x 176, one thread):
 #: the frozen model's head 1.3 s, unroll 1 2.4-3.3 s, unroll 2 4 s, unroll 3 8.6 s, most of it the
 #: backward pass through the 200 projection rounds of Alg. 1; evaluating one row of one seed on the 12
-#: val videos 17-45 s; the proposal net and its caches (chapter 6) 470 s. On an idle machine with two
-#: threads these are about 2.5x faster: chapter 6 ~200 s, chapter 8 (the book's model, the head study,
-#: the ablation) ~150 s, chapter 9 (the other 10 models, 24 evaluations) ~550 s.
+#: val videos 17-45 s; the proposal net and its caches (chapter 6) 470 s. A whole build from an empty
+#: data/ on an idle 2-core machine (2026-11-30): 28.6 min, of which chapter 6 372 s, chapter 8 (the
+#: book's model, the head study, the ablation) 359 s, chapter 9 (the other 10 models, 24 evaluations)
+#: 693 s, chapter 10 112 s and chapters 0-5, 7, 11 together 170 s: little headroom, so a larger plan
+#: needs something else to get smaller.
 TABLE4 = {
     # smoke's row_seeds names the ablation only so that a gpu dry run caps the gpu entry's seeds of it
     "smoke": {"seeds": (0,), "row_seeds": {"ft-unroll2-plain": (0,)}, "val_videos": 2},
