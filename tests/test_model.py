@@ -1,5 +1,6 @@
 """DMMNet: shapes, Eq. 1 and Eq. 8 by hand, oracle tracking, gradients, checkpoints, weights."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -11,6 +12,8 @@ from dmmlib.checkpoints import load_checkpoint, save_checkpoint
 from dmmlib.cost import PADDING_COST, matching_cost, soft_iou
 from dmmlib.errors import DMMInputError
 from dmmlib.features import FeatureExtractor, masks_to_boxes
+from dmmlib.matchers import greedy_match, hungarian_match
+from dmmlib.matching import dmm_match
 from dmmlib.model import DMMNet, default_config, labels_from_logits
 from dmmlib.proposals import FrameProposals, proposals_from_labels
 from dmmlib.refinement import ConvLSTMCell
@@ -76,6 +79,7 @@ def test_shapes_and_dtypes_with_padding():
     assert out.proposal_valid.tolist() == [[True] * 3 + [False] * 3, [True] * 6]
     assert torch.all(out.cost[0, :, 3:] == PADDING_COST)
     assert torch.all(out.x_hat[1, 1] == 0) and not out.present[1, 1]
+    assert torch.all(out.x_hat[0, :, 3:] == 0)  # padding columns are masked out of Alg. 1, not just expensive
     assert out.labels().shape == (2, H, W) and out.labels().dtype == torch.long
     assert new_state.frame_index == 1 and len(new_state.lstm) == 4
 
@@ -303,6 +307,12 @@ def test_labels_from_logits():
     logits = torch.tensor([[[[2.0, -1.0, 0.5]], [[1.0, -2.0, 3.0]]]])  # [1, 2, 1, 3]
     assert labels_from_logits(logits).tolist() == [[[1, 0, 2]]]
     assert labels_from_logits(logits, torch.tensor([[True, False]])).tolist() == [[[1, 0, 1]]]
+    # a logit of exactly 0 is probability 1/2: not more likely object than background
+    assert labels_from_logits(torch.tensor([[[[0.0, 1e-3]]]])).tolist() == [[[0, 1]]]
+    # one object; and none at all (a video whose objects are all padding): background everywhere
+    assert labels_from_logits(torch.tensor([[[[-1.0, 2.0]]]])).tolist() == [[[0, 1]]]
+    empty = labels_from_logits(torch.zeros(2, 0, 3, 4))
+    assert empty.shape == (2, 3, 4) and empty.dtype == torch.long and not empty.any()
 
 
 def test_convlstm_cell_equations():
@@ -386,6 +396,108 @@ def test_pooled_features_and_boxes():
     full = torch.zeros(1, H, W)
     full[0, 8:40, 24:40] = 1
     torch.testing.assert_close(masked.pool(maps, box, full), extractor.pool(maps, box), atol=1e-4, rtol=1e-4)
+
+
+def _masked_cost():
+    """C [1, 3, 4]: row 2 is a padded template, column 3 a padded proposal; both are the cheapest if not masked.
+
+    Greedy (cheapest entry first) and the Hungarian algorithm disagree on the valid 2 x 3 part.
+    """
+    cost = torch.tensor([[[-1.0, -0.9, 0.0, -5.0],
+                          [-0.9, 0.5, 0.0, -5.0],
+                          [-5.0, -5.0, -5.0, -5.0]]])
+    return cost, torch.tensor([[True, True, False]]), torch.tensor([[True, True, True, False]])
+
+
+@pytest.mark.parametrize("matcher, solve", [("hungarian", hungarian_match), ("greedy", greedy_match)])
+def test_model_matches_with_the_configured_matcher_and_masks(matcher, solve):
+    cost, template_valid, valid = _masked_cost()
+    model = DMMNet(default_config("smoke", matcher=matcher, refine=False))
+    x_hat, x_tilde = model._match(cost, template_valid, valid)
+    expected = solve(cost, template_mask=template_valid, proposal_mask=valid)
+    assert torch.equal(x_hat, expected) and torch.equal(x_tilde, expected)
+    other = greedy_match if solve is hungarian_match else hungarian_match
+    assert not torch.equal(expected, other(cost, template_mask=template_valid, proposal_mask=valid))
+    assert expected[0, 2].sum() == 0 and expected[0, :, 3].sum() == 0  # the padding is never matched
+    assert not torch.equal(expected, solve(cost))  # ... though unmasked, it would be
+
+
+@pytest.mark.parametrize("variant, n_grad, n_proj, lr", [("paper", 7, 3, 0.3), ("release", 30, 4, 0.2)])
+def test_model_runs_alg1_with_its_configured_settings(variant, n_grad, n_proj, lr):
+    cost, template_valid, valid = _masked_cost()
+    model = DMMNet(default_config("smoke", n_grad=n_grad, n_proj=n_proj, match_lr=lr, match_variant=variant,
+                                  refine=False))
+    x_hat, _ = model._match(cost, template_valid, valid)
+    settings = dict(n_grad=n_grad, n_proj=n_proj, lr=lr, template_mask=template_valid, proposal_mask=valid,
+                    variant=variant)
+    assert torch.equal(x_hat, dmm_match(cost, **settings))
+    # each setting matters on this cost, so a model that dropped one would not pass the line above
+    for changed in ({"n_grad": None}, {"n_proj": None}, {"lr": 0.1}, {"proposal_mask": None},
+                    {"template_mask": None}, {"variant": "release" if variant == "paper" else "paper"}):
+        assert not torch.allclose(x_hat, dmm_match(cost, **(settings | changed)), atol=1e-6), changed
+
+
+def test_release_style_threshold_keeps_entries_strictly_above_it():
+    """X~ = X^ * 1[X^ > t] in train mode: an entry exactly at the threshold is dropped, as in the release."""
+    frames, labels = rectangles_video(T=2)
+    model = DMMNet(default_config("smoke", lam=0.99, refine=False, train_keep_threshold=0.5))
+    state = model.init_state(to_tensor(frames[0]), templates_of(labels[0]))
+    step = lambda: model.step(to_tensor(frames[1]), [oracle(labels)[1]], state)[0]
+    x_hat = step().x_hat.detach()
+    threshold = float(x_hat[0, 0].sort().values[-2])  # the row's second largest entry, exactly
+    model.config = dataclasses.replace(model.config, train_keep_threshold=threshold)
+    out = step()
+    assert torch.equal(out.x_hat, x_hat)
+    expected = torch.where(x_hat > threshold, x_hat, torch.zeros_like(x_hat))
+    assert torch.equal(out.x_tilde, expected)
+    assert (out.x_tilde[0, 0] > 0).sum() == 1 and (x_hat[0, 0] == threshold).sum() == 1
+
+
+def test_step_checks_the_frame_size_and_reports_its_stages_timings():
+    frames, labels = rectangles_video(T=2)
+    model = DMMNet(default_config("smoke")).eval()
+    state = model.init_state(to_tensor(frames[0]), templates_of(labels[0]))
+    with pytest.raises(DMMInputError, match="frames must have shape"):
+        model.step(to_tensor(frames[1])[..., :-2, :], [oracle(labels)[1]], state)
+    timings = {}
+    with torch.no_grad():
+        out, _ = model.step(to_tensor(frames[1]), [oracle(labels)[1]], state, timings=timings)
+    assert set(timings) == {"features", "cost", "matching", "refinement"}
+    assert all(seconds > 0 for seconds in timings.values())
+    assert out.timings == timings
+
+
+def test_an_object_whose_matched_mass_is_below_min_match_fraction_is_absent():
+    """min_match_fraction is a fraction of the frame's H x W pixels: at 0.07 (215 of 48 x 64 pixels), object 1,
+    matched with a mass of about 160 (X~'s weight times its 12 x 16 pixels), is too small to count as present,
+    and object 2 (about 280 of 16 x 20) is not. At 0, a matched mass of exactly 0 (a frame without proposals)
+    is still absent: present means mass > the threshold."""
+    frames, labels = rectangles_video(T=2)
+    model = DMMNet(default_config("smoke", lam=0.99, refine=False, min_match_fraction=0.07)).eval()
+    with torch.no_grad():
+        state = model.init_state(to_tensor(frames[0]), templates_of(labels[0]))
+        out, _ = model.step(to_tensor(frames[1]), [oracle(labels)[1]], state)
+        mass = out.matched_masks[0].sum(dim=(-1, -2))
+        assert mass[0] < 0.07 * H * W < mass[1]
+        assert out.present[0].tolist() == [False, True]
+        model.config = dataclasses.replace(model.config, min_match_fraction=0.0)
+        out, _ = model.step(to_tensor(frames[1]), [FrameProposals.empty((H, W))], state)
+        assert out.present[0].tolist() == [False, False]
+
+
+def test_an_absent_object_keeps_its_convlstm_state():
+    """While an object is absent, the head's ConvLSTM state of that object is carried over unchanged."""
+    frames, labels = rectangles_video(T=3)
+    model = DMMNet(default_config("smoke", lam=0.99, no_proposal_cost=-0.6)).eval()
+    with torch.no_grad():
+        state = model.init_state(to_tensor(frames[0]), templates_of(labels[0]))
+        _, state = model.step(to_tensor(frames[1]), [oracle(labels)[1]], state)
+        before = [(h.clone(), c.clone()) for h, c in state.lstm]
+        assert any(h.abs().sum() > 0 for h, _ in before)
+        out, after = model.step(to_tensor(frames[2]), [FrameProposals.empty((H, W))], state)
+    assert out.present[0].tolist() == [False, False]
+    for (h0, c0), (h1, c1) in zip(before, after.lstm):
+        assert torch.equal(h0, h1) and torch.equal(c0, c1)
 
 
 def test_release_style_confidence_while_training():
