@@ -287,6 +287,7 @@ def test_object_that_leaves_and_returns():
         for t in range(1, 6):
             out, state = model.step(to_tensor(frames[t]), [proposals[t]], state)
             assert out.present[0].tolist() == [True, t not in (2, 3)]
+            assert out.no_proposal[0].tolist() == [False] * (out.no_proposal.shape[1] - 2) + [True, True]  # one per object
             np.testing.assert_array_equal(out.labels()[0].numpy(), labels[t])
     # With the (untrained, pass-through) refinement and no proposal at all for a frame: both objects are
     # suppressed and the previous masks are kept, so the same frame shown again with its proposals is
@@ -313,6 +314,7 @@ def test_labels_from_logits():
     assert labels_from_logits(torch.tensor([[[[-1.0, 2.0]]]])).tolist() == [[[0, 1]]]
     empty = labels_from_logits(torch.zeros(2, 0, 3, 4))
     assert empty.shape == (2, 3, 4) and empty.dtype == torch.long and not empty.any()
+    assert labels_from_logits(torch.zeros(2, 0, 3, 4, device="meta")).device.type == "meta"  # on the logits' device
 
 
 def test_convlstm_cell_equations():
@@ -483,6 +485,21 @@ def test_an_object_whose_matched_mass_is_below_min_match_fraction_is_absent():
         model.config = dataclasses.replace(model.config, min_match_fraction=0.0)
         out, _ = model.step(to_tensor(frames[1]), [FrameProposals.empty((H, W))], state)
         assert out.present[0].tolist() == [False, False]
+
+
+@pytest.mark.parametrize("normalize_previous", [True, False])
+def test_the_next_frames_previous_mask_is_the_matched_proposal_or_p_hat(normalize_previous):
+    """The IoU term of the next frame's Eq. 1 compares proposals with M = P^ / sum_j X~_ij (the matched proposal,
+    default) or, with normalize_previous=False, with P^ itself (Eq. 8, faded by X~'s weight)."""
+    frames, labels = rectangles_video(T=2)
+    model = DMMNet(default_config("smoke", lam=0.99, refine=False, normalize_previous=normalize_previous)).eval()
+    with torch.no_grad():
+        state = model.init_state(to_tensor(frames[0]), templates_of(labels[0]))
+        out, new_state = model.step(to_tensor(frames[1]), [oracle(labels)[1]], state)
+    assert out.present[0].all()
+    expected = out.matched_proposals if normalize_previous else out.matched_masks
+    assert torch.equal(new_state.previous_masks, expected)
+    assert not torch.allclose(out.matched_proposals, out.matched_masks)  # X~'s weight is below 1 here
 
 
 def test_an_absent_object_keeps_its_convlstm_state():
