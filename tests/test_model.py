@@ -16,7 +16,7 @@ from dmmlib.matchers import greedy_match, hungarian_match
 from dmmlib.matching import dmm_match
 from dmmlib.model import DMMNet, default_config, labels_from_logits
 from dmmlib.proposals import FrameProposals, proposals_from_labels
-from dmmlib.refinement import ConvLSTMCell
+from dmmlib.refinement import ConvLSTMCell, RefinementHead
 
 H, W = 48, 64
 
@@ -326,6 +326,52 @@ def test_convlstm_cell_equations():
     c_expected = torch.sigmoid(i) * torch.tanh(g)
     torch.testing.assert_close(c, c_expected)
     torch.testing.assert_close(h, torch.sigmoid(o) * torch.tanh(c_expected))
+
+
+def _head_by_hand(head, feature_maps, matched, templates, state):
+    """Sec. 3's decoder written object by object: coarse to fine, each ConvLSTM reads the reduced backbone feature,
+    the upsampled hidden state of the coarser level (bilinear, pixel centres), and P^_i and r_i resized to its scale
+    (bilinear with antialiasing: they shrink); the finest hidden state gives the logit, upsampled to the frame."""
+    import torch.nn.functional as F
+
+    b, n, height, width = matched.shape
+    logits, new_state = torch.zeros(b, n, height, width), []
+    for video in range(b):
+        for i in range(n):
+            hidden, per_level = None, []
+            for k, level in enumerate(("conv4", "conv3", "conv2")):
+                fmap = feature_maps[level][video:video + 1]
+                size = tuple(fmap.shape[-2:])
+                both = torch.stack([matched[video, i], templates[video, i]])[None]
+                parts = [head.reduce[level](fmap)]
+                if hidden is not None:
+                    parts.append(F.interpolate(hidden, size=size, mode="bilinear", align_corners=False))
+                parts.append(F.interpolate(both, size=size, mode="bilinear", align_corners=False, antialias=True))
+                previous = None if state is None else tuple(s[video * n + i:video * n + i + 1] for s in state[k])
+                hidden, cell = head.cells[level](torch.cat(parts, dim=1), previous)
+                per_level.append((hidden, cell))
+            logit = F.interpolate(head.to_logit(hidden), size=(height, width), mode="bilinear", align_corners=False)
+            logits[video, i] = logit[0, 0]
+            new_state.append(per_level)
+    stacked = [tuple(torch.cat([new_state[o][k][j] for o in range(b * n)]) for j in range(2)) for k in range(3)]
+    return logits, stacked
+
+
+def test_refinement_head_is_sec3s_decoder_by_hand():
+    torch.manual_seed(0)
+    head = RefinementHead(feature_channels=(3, 5, 7), width=4, levels=("conv2", "conv3", "conv4"))
+    b, n, height, width = 2, 2, 32, 48
+    feature_maps = {"conv2": torch.randn(b, 3, 8, 12), "conv3": torch.randn(b, 5, 4, 6), "conv4": torch.randn(b, 7, 2, 3)}
+    matched, templates = torch.rand(b, n, height, width), (torch.rand(b, n, height, width) > 0.5).float()
+    with torch.no_grad():
+        logits, state = head(feature_maps, matched, templates, None)
+        expected, expected_state = _head_by_hand(head, feature_maps, matched, templates, None)
+        torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-6)
+        # the next frame starts from this frame's state, level by level
+        logits2, _ = head(feature_maps, matched.flip(-1), templates, state)
+        expected2, _ = _head_by_hand(head, feature_maps, matched.flip(-1), templates, expected_state)
+        torch.testing.assert_close(logits2, expected2, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(logits2, head(feature_maps, matched.flip(-1), templates, None)[0])  # the state matters
 
 
 def test_checkpoint_round_trip_and_errors(tmp_path):
