@@ -446,6 +446,51 @@ def test_pooled_features_and_boxes():
     torch.testing.assert_close(masked.pool(maps, box, full), extractor.pool(maps, box), atol=1e-4, rtol=1e-4)
 
 
+def _ramps(maps):
+    """Maps whose cell x holds the value x: pixel u of the frame reads u / stride - 0.5 (bilinear, exact)."""
+    return {level: torch.arange(fmap.shape[-1], dtype=torch.float32).expand_as(fmap).clone() for level, fmap in maps.items()}
+
+
+def test_mask_pooling_weighs_each_cell_by_the_masks_coverage():
+    """pooling="mask": each RoIAlign cell's feature weighted by how much of the cell the mask covers. Box 1 is
+    x 24..40 with a mask on its left half (x 24..32): the weighted mean position is about x = 28.1 (cells 0-2 of 7
+    fully covered, cell 3 about half), not the box centre 32. Box 2's mask fills it: the plain box average."""
+    extractor = FeatureExtractor("resnet18", pooling="mask")
+    maps = _ramps(extractor(torch.rand(1, 3, H, W)))
+    boxes = torch.tensor([[0.0, 24, 8, 40, 40], [0.0, 24, 8, 40, 40]])
+    masks = torch.zeros(2, H, W)
+    masks[0, 8:40, 24:32] = 1
+    masks[1, 8:40, 24:40] = 1
+    pooled = extractor.pool(maps, boxes, masks)
+    for values, centre in zip(pooled, (28.1, 32.0)):
+        for level, part in zip(maps, values.split(extractor.channels)):
+            if level != "conv5":  # conv5 has 2 cells: samples reach the clamped border
+                stride = {"conv2": 4, "conv3": 8, "conv4": 16}[level]
+                torch.testing.assert_close(part, torch.full_like(part, centre / stride - 0.5), atol=0.1 / stride, rtol=0)
+
+
+def test_pooling_samples_two_points_per_cell_side_in_the_wider_dtype_on_the_maps_device():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torchvision.ops import roi_align
+
+    extractor = FeatureExtractor("resnet18")
+    maps = {level: fmap ** 2 for level, fmap in extractor(torch.rand(1, 3, H, W)).items()}  # not linear
+    rois = torch.tensor([[0.0, 3.3, 5.1, 29.7, 40.2]])
+    expected = torch.cat([roi_align(fmap, rois, 7, 1.0 / stride, 2, aligned=True).mean(dim=(-1, -2))
+                          for fmap, stride in zip(maps.values(), (4, 8, 16, 32))], dim=1)
+    torch.testing.assert_close(extractor.pool(maps, rois), expected, rtol=0, atol=0)  # Mask R-CNN's 2 x 2 samples
+    wide = extractor.pool(maps, rois.double())
+    assert wide.dtype == torch.float64  # box corners are not rounded to the maps' float32
+    assert extractor.pool({level: fmap.double() for level, fmap in maps.items()}, rois).dtype == torch.float64
+    torch.testing.assert_close(wide, expected.double(), rtol=1e-5, atol=1e-6)
+    masked = FeatureExtractor("resnet18", pooling="mask")
+    assert masked.pool(maps, rois.double(), torch.ones(1, H, W)).dtype == torch.float64
+    with FakeTensorMode():  # a fake CUDA device: every tensor the pooling makes must be on the maps' device
+        on_gpu = {level: torch.empty(fmap.shape, device="cuda") for level, fmap in maps.items()}
+        out = masked.pool(on_gpu, torch.zeros(1, 5, device="cuda"), torch.zeros(1, H, W, device="cuda"))
+        assert out.device.type == "cuda"
+
+
 def _masked_cost():
     """C [1, 3, 4]: row 2 is a padded template, column 3 a padded proposal; both are the cheapest if not masked.
 
