@@ -418,6 +418,12 @@ def test_pooled_features_and_boxes():
     masks = torch.zeros(2, H, W)
     masks[0, 5:10, 7:20] = 1
     assert masks_to_boxes(masks).tolist() == [[7.0, 5.0, 20.0, 10.0], [0.0, 0.0, 0.0, 0.0]]
+    masks[0, 20, 30] = 0.5  # a pixel at exactly 1/2 is not in the mask (> threshold)
+    assert masks_to_boxes(masks)[0].tolist() == [7.0, 5.0, 20.0, 10.0]
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():  # boxes are computed on the masks' device
+        assert masks_to_boxes(torch.zeros(2, H, W, device="cuda")).device.type == "cuda"
     extractor = FeatureExtractor("resnet18")
     maps = extractor(torch.rand(1, 3, H, W))
     assert [tuple(m.shape[1:]) for m in maps.values()] == [(64, 12, 16), (128, 6, 8), (256, 3, 4), (512, 2, 2)]
