@@ -483,3 +483,53 @@ def test_cli_trains_resumes_and_refuses_to_overwrite(tmp_path, smoke_benchmark):
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming from step 1 ({tmp_path / 'run' / 'checkpoints' / 'step_0000001.pt'})" in resumed.stdout
     assert [r["step"] for r in training.read_log(tmp_path / "run")] == [1, 2]
+
+
+# ----------------------------------------------------------------------------------------------
+# Resume: RNG states and a broken newest checkpoint, by hand
+# ----------------------------------------------------------------------------------------------
+
+
+def test_checkpoint_rng_capture_keeps_numpys_keys_and_the_cuda_states(monkeypatch):
+    from dmmlib import checkpoints
+
+    np.random.seed(3)
+    state = checkpoints.capture_rng()
+    assert state["numpy"][1].dtype == torch.int64  # uint32 keys widened exactly, loadable with weights_only
+    assert state["numpy"][1].tolist() == np.random.get_state()[1].astype(np.int64).tolist()
+    assert "cuda" not in state  # no GPU here
+    # with a GPU: every device's state is captured and put back
+    saved, restored = [torch.tensor([1, 2], dtype=torch.uint8), torch.tensor([3], dtype=torch.uint8)], []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: saved)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: restored.append(states))
+    with_gpu = checkpoints.capture_rng()
+    assert with_gpu["cuda"] is saved
+    checkpoints.restore_rng(with_gpu)
+    assert restored == [saved]
+    checkpoints.restore_rng(state)  # a checkpoint written without a GPU resumes on one: nothing to put back
+    assert restored == [saved]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    checkpoints.restore_rng(with_gpu)  # ... and one written with a GPU resumes without one
+    assert restored == [saved]
+
+
+def test_a_broken_newest_checkpoint_names_the_older_readable_one(tmp_path):
+    from dmmlib.checkpoints import checkpoint_paths, newest_training_checkpoint
+
+    tiny_train(tmp_path / "run", tiny_config(max_steps=5, checkpoint_every=2, keep_checkpoints=3))
+    paths = checkpoint_paths(tmp_path / "run")
+    assert [p.name for p in paths] == ["step_0000002.pt", "step_0000004.pt", "step_0000005.pt"]
+    paths[-1].write_bytes(b"\x00" * 64)
+    with pytest.raises(DMMInputError) as raised:
+        newest_training_checkpoint(tmp_path / "run")
+    message = str(raised.value)
+    assert str(paths[-1]) in message
+    assert f"the older checkpoint {paths[1]} (step 4) is readable" in message
+    assert f"mv {paths[-1]} {paths[-1]}.broken" in message and "continue from step 4" in message
+    paths[1].write_bytes(b"\x00" * 64)  # the next older one is then named
+    with pytest.raises(DMMInputError, match=r"step_0000002.pt \(step 2\) is readable"):
+        newest_training_checkpoint(tmp_path / "run")
+    paths[0].write_bytes(b"\x00" * 64)
+    with pytest.raises(DMMInputError, match="no older checkpoint of this run is readable; pass --force"):
+        newest_training_checkpoint(tmp_path / "run")
