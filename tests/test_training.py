@@ -533,3 +533,25 @@ def test_a_broken_newest_checkpoint_names_the_older_readable_one(tmp_path):
     paths[0].write_bytes(b"\x00" * 64)
     with pytest.raises(DMMInputError, match="no older checkpoint of this run is readable; pass --force"):
         newest_training_checkpoint(tmp_path / "run")
+
+
+def test_resume_drops_log_records_written_after_the_checkpoint_and_new_runs_write_their_config(tmp_path):
+    import yaml
+
+    cfg = tiny_config(max_steps=5, checkpoint_every=2)
+    straight = tiny_train(tmp_path / "straight", cfg)
+    run = tmp_path / "killed"
+    tiny_train(run, cfg)
+    # killed after logging step 5 but before its checkpoint landed: the newest checkpoint is step 4
+    (run / "checkpoints" / "step_0000005.pt").unlink()
+    assert [json.loads(line)["step"] for line in (run / training.LOG_NAME).read_text().splitlines()] == [1, 2, 3, 4, 5]
+    resumed = tiny_train(run, cfg, resume=True)
+    lines = (run / training.LOG_NAME).read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4, 5]  # step 5 logged once, by the resumed run
+    strip = lambda log: [{k: v for k, v in r.items() if k != "seconds"} for r in log]  # noqa: E731
+    assert strip(json.loads(line) for line in lines) == strip(straight.log) == strip(resumed.log)
+    # a new run writes its settings, in the config's own order, where `dmmlib train --config` can read them
+    written = (run / "config.yaml").read_text()
+    assert yaml.safe_load(written) == cfg.to_dict()
+    assert written == yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    assert list(yaml.safe_load(written)) == list(cfg.to_dict())
