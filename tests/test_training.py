@@ -531,7 +531,7 @@ def test_a_broken_newest_checkpoint_names_the_older_readable_one(tmp_path):
     with pytest.raises(DMMInputError, match=r"step_0000002.pt \(step 2\) is readable"):
         newest_training_checkpoint(tmp_path / "run")
     paths[0].write_bytes(b"\x00" * 64)
-    with pytest.raises(DMMInputError, match="no older checkpoint of this run is readable; pass --force"):
+    with pytest.raises(DMMInputError, match="; no older checkpoint of this run is readable; pass --force to start the run over$"):
         newest_training_checkpoint(tmp_path / "run")
 
 
