@@ -248,7 +248,11 @@ def test_checkpoints_hold_everything_and_load_with_weights_only(tmp_path):
     state = torch.load(paths[-1], map_location="cpu", weights_only=True)
     assert state["step"] == 5 and state["final"] is True
     assert {"model", "optimizer", "rng", "sampler", "config"} <= set(state)
-    assert state["sampler"]["epoch"] == 0 and state["sampler"]["position"] == 5
+    assert state["sampler"] == {"epoch": 0, "position": 5, "n_clips": 16, "batch_size": 2, "seed": state["config"]["seed"],
+                                "world_size": 1}
+    assert isinstance(state["scaler"], dict)  # AMP's loss scaler (its state is empty when AMP is off)
+    earlier = torch.load(paths[0], map_location="cpu", weights_only=True)
+    assert earlier["step"] == 4 and earlier["final"] is False  # only the last checkpoint is the final one
     assert state["config"]["max_steps"] == 5
     assert {"python", "numpy", "torch"} <= set(state["rng"])
     log = [json.loads(line) for line in (tmp_path / "run" / training.LOG_NAME).read_text().splitlines()]
@@ -425,7 +429,7 @@ def test_cli_reports_a_bad_config_as_an_error(tmp_path):
 # ----------------------------------------------------------------------------------------------
 
 
-def test_dmmnet_trains_on_the_smoke_benchmark(tmp_path, smoke_benchmark):
+def test_dmmnet_trains_on_the_smoke_benchmark_and_checkpoints_its_model(tmp_path, smoke_benchmark):
     from dmmlib.checkpoints import load_checkpoint
 
     cfg = train_config.profile_config("smoke", ["max_steps=3", "checkpoint_every=2", f"data={smoke_benchmark}",
@@ -439,9 +443,15 @@ def test_dmmnet_trains_on_the_smoke_benchmark(tmp_path, smoke_benchmark):
         assert 0 <= r["iou"] <= 1 and 0 <= r["assignment_accuracy"] <= 1
     state = load_training_checkpoint(checkpoint_paths(tmp_path / "run")[-1])
     assert state["step"] == 3
-    reloaded = load_checkpoint(tmp_path / "run" / "model.pt")  # what `predict --checkpoint` reads
+    reloaded, extra = load_checkpoint(tmp_path / "run" / "model.pt", return_extra=True)  # what `predict --checkpoint` reads
+    assert extra["step"] == 3
     for (name, a), b in zip(result.model.state_dict().items(), reloaded.state_dict().values()):
         assert torch.equal(a, b), name
+    # resuming the finished run trains nothing and rewrites neither its model nor its final checkpoint
+    written = {p: p.stat().st_mtime_ns for p in [tmp_path / "run" / "model.pt", *checkpoint_paths(tmp_path / "run")]}
+    again = training.train(cfg, tmp_path / "run", progress=False, resume=True)
+    assert again.step == 3
+    assert {p: p.stat().st_mtime_ns for p in written} == written
 
 
 def test_online_finetune_trains_a_copy_on_the_first_frame():
@@ -555,3 +565,58 @@ def test_resume_drops_log_records_written_after_the_checkpoint_and_new_runs_writ
     assert yaml.safe_load(written) == cfg.to_dict()
     assert written == yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     assert list(yaml.safe_load(written)) == list(cfg.to_dict())
+
+
+def test_checkpoint_of_a_multi_process_run_holds_every_ranks_rng_and_each_rank_resumes_its_own(tmp_path, monkeypatch):
+    """torch.distributed replaced by a stand-in that plays rank 0 of 2: the checkpoint gathers both ranks' RNG
+    states; on resume, rank r restores state r, and a rank beyond the saved ones (a larger world) state 0."""
+    from types import SimpleNamespace
+
+    from dmmlib import checkpoints
+
+    def gather(into, mine):
+        into[0], into[1] = mine, {"rank": 1}
+
+    monkeypatch.setattr(torch.distributed, "all_gather_object", gather)
+    model = TinyTracker()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = SimpleNamespace(world=SimpleNamespace(distributed=True, size=2, is_main=True, rank=0), step=4,
+                          steps_per_epoch=8, run_dir=tmp_path, model=model, optimizer=optimizer, dataset=[0] * 16,
+                          cfg=tiny_config(), scaler=torch.amp.GradScaler("cpu", enabled=False))
+    training._save(run)
+    state = torch.load(checkpoints.checkpoint_paths(tmp_path)[-1], map_location="cpu", weights_only=True)
+    assert isinstance(state["rng"], list) and len(state["rng"]) == 2
+    assert state["rng"][1] == {"rank": 1} and set(state["rng"][0]) >= {"python", "numpy", "torch"}
+    assert state["sampler"]["world_size"] == 2 and state["final"] is False
+    restored = []
+    monkeypatch.setattr(training, "restore_rng", restored.append)
+    for rank, expected in ((0, 0), (1, 1), (2, 0)):
+        step = training._restore(model, optimizer, state, SimpleNamespace(rank=rank))
+        assert step == 4 and restored[-1] == state["rng"][expected], rank
+
+
+class _Exploding(torch.utils.data.Dataset):
+    """A dataset whose every clip fails to load: the run dies in its first step, before any checkpoint."""
+
+    def __init__(self, clips):
+        self.clips = clips
+
+    def __len__(self):
+        return len(self.clips)
+
+    def __getitem__(self, index):
+        raise RuntimeError("clip failed to load")
+
+
+def test_a_new_run_that_fails_before_its_first_checkpoint_leaves_nothing_and_a_resumed_one_keeps_its_run(tmp_path):
+    cfg = tiny_config(max_steps=4, checkpoint_every=2)
+    clips = TinyClips(n_clips=cfg.clips_per_epoch, length=cfg.unroll + 1, size=tuple(cfg.frame_size))
+    target = tmp_path / "deep" / "run"  # the run makes both folders
+    with pytest.raises(RuntimeError, match="clip failed to load"):
+        training.train(cfg, target, model=TinyTracker(), dataset=_Exploding(clips), progress=False)
+    assert not (tmp_path / "deep").exists()
+    tiny_train(target, tiny_config(max_steps=2, checkpoint_every=2))
+    before = sorted(p.relative_to(target) for p in target.rglob("*"))
+    with pytest.raises(RuntimeError, match="clip failed to load"):
+        training.train(cfg, target, model=TinyTracker(), dataset=_Exploding(clips), progress=False, resume=True)
+    assert sorted(p.relative_to(target) for p in target.rglob("*")) == before  # the checkpoint to resume from stays
