@@ -79,7 +79,7 @@ book: check-profile setup
 lab: check-profile setup
 	DMM_PROFILE=$(PROFILE) $(VENV)/bin/jupyter lab book/
 
-# The gpu profile's dry run of every chapter (tests/test_dry_run_book.py) takes 15-40 minutes on 2 cores:
+# The gpu profile's dry run of every chapter (tests/test_dry_run_book.py) takes about 20 minutes on 2 cores (19.6 measured, 2026-11-30):
 # not part of `make test` (about 12); run it on its own, e.g. nightly or before a gpu build.
 test: setup browser
 	DMM_PROFILE=smoke $(PY) -m pytest tests book --nbval-lax -p no:cacheprovider -m "not dry_run"

@@ -452,6 +452,12 @@ def test_dmmnet_trains_on_the_smoke_benchmark_and_checkpoints_its_model(tmp_path
     again = training.train(cfg, tmp_path / "run", progress=False, resume=True)
     assert again.step == 3
     assert {p: p.stat().st_mtime_ns for p in written} == written
+    # ... while a resume that trains further (a larger max_steps) replaces model.pt with the longer-trained model
+    longer = train_config.profile_config("smoke", ["max_steps=4", "checkpoint_every=2", f"data={smoke_benchmark}",
+                                                   "assignment_loss_weight=0.5"])
+    extended = training.train(longer, tmp_path / "run", progress=False, resume=True)
+    reloaded, extra = load_checkpoint(tmp_path / "run" / "model.pt", return_extra=True)
+    assert extended.step == 4 and extra["step"] == 4
 
 
 def test_online_finetune_trains_a_copy_on_the_first_frame():
