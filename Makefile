@@ -68,7 +68,7 @@ book: check-profile setup
 	@# Cached outputs were computed by the library as it was then: drop them when dmmlib (configs included) changes.
 	@hash=$$(cat $$(git ls-files -co --exclude-standard dmmlib pyproject.toml 2>/dev/null | sort) 2>/dev/null | sha256sum | cut -c1-16); \
 	  if [ -f _build/.library-hash ] && [ "$$(cat _build/.library-hash)" != "$$hash" ]; then \
-	    echo "dmmlib changed since the last build: re-executing every notebook"; rm -rf _build/.jupyter_cache; fi; \
+	    echo "dmmlib changed since the last build: re-executing every notebook"; rm -rf _build/.jupyter_cache _build/.doctrees _build/jupyter_execute; fi; \
 	  echo "$$hash" > _build/.library-hash
 	DMM_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going
 	@# A page shows no stderr, no /tmp/ path and no printed dict (tests/test_book_html.py checks the scanner).
