@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torchvision.ops import roi_align
 
 from dmmlib.checkpoints import load_checkpoint, save_checkpoint
 from dmmlib.cost import PADDING_COST, matching_cost, soft_iou
@@ -414,14 +416,17 @@ def test_backbone_weights_from_a_local_file(tmp_path):
         FeatureExtractor("vgg16")
 
 
+def _ramps(maps):
+    """Maps whose cell x holds the value x: pixel u of the frame reads u / stride - 0.5 (bilinear, exact)."""
+    return {level: torch.arange(fmap.shape[-1], dtype=torch.float32).expand_as(fmap).clone() for level, fmap in maps.items()}
+
+
 def test_pooled_features_and_boxes():
     masks = torch.zeros(2, H, W)
     masks[0, 5:10, 7:20] = 1
     assert masks_to_boxes(masks).tolist() == [[7.0, 5.0, 20.0, 10.0], [0.0, 0.0, 0.0, 0.0]]
     masks[0, 20, 30] = 0.5  # a pixel at exactly 1/2 is not in the mask (> threshold)
     assert masks_to_boxes(masks)[0].tolist() == [7.0, 5.0, 20.0, 10.0]
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
     with FakeTensorMode():  # boxes are computed on the masks' device
         assert masks_to_boxes(torch.zeros(2, H, W, device="cuda")).device.type == "cuda"
     extractor = FeatureExtractor("resnet18")
@@ -433,10 +438,7 @@ def test_pooled_features_and_boxes():
     # On a map that is a linear ramp in x, RoIAlign's bilinear samples are exact and symmetric
     # about the box centre, so the box average is the ramp at the centre: cell x holds x, cell
     # centres sit at pixel (x + 0.5) * stride, so pixel u reads u / stride - 0.5.
-    ramps = {
-        level: torch.arange(fmap.shape[-1], dtype=torch.float32).expand_as(fmap).clone()
-        for level, fmap in maps.items()
-    }
+    ramps = _ramps(maps)
     box = torch.tensor([[0.0, 24, 8, 40, 40]])  # centre x = 32, inside every level's cell centres
     pooled = extractor.pool(ramps, box)[0].split(extractor.channels)
     for (level, _), values in zip(maps.items(), pooled):
@@ -450,11 +452,6 @@ def test_pooled_features_and_boxes():
     full = torch.zeros(1, H, W)
     full[0, 8:40, 24:40] = 1
     torch.testing.assert_close(masked.pool(maps, box, full), extractor.pool(maps, box), atol=1e-4, rtol=1e-4)
-
-
-def _ramps(maps):
-    """Maps whose cell x holds the value x: pixel u of the frame reads u / stride - 0.5 (bilinear, exact)."""
-    return {level: torch.arange(fmap.shape[-1], dtype=torch.float32).expand_as(fmap).clone() for level, fmap in maps.items()}
 
 
 def test_mask_pooling_weighs_each_cell_by_the_masks_coverage():
@@ -476,8 +473,6 @@ def test_mask_pooling_weighs_each_cell_by_the_masks_coverage():
 
 
 def test_pooling_samples_two_points_per_cell_side_in_the_wider_dtype_on_the_maps_device():
-    from torch._subclasses.fake_tensor import FakeTensorMode
-    from torchvision.ops import roi_align
 
     extractor = FeatureExtractor("resnet18")
     maps = {level: fmap ** 2 for level, fmap in extractor(torch.rand(1, 3, H, W)).items()}  # not linear

@@ -5,7 +5,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from dmmlib.errors import DMMInputError
-from dmmlib.lessons.stats import mean_without_interval, paired_difference
+from dmmlib.lessons.stats import interval_text, mean_without_interval, paired_difference
 
 
 def test_constant_differences_have_no_uncertainty():
@@ -92,8 +92,6 @@ def test_one_video_gives_the_object_weighted_mean_and_no_interval():
 
 
 def test_interval_text_is_how_the_book_writes_a_difference():
-    from dmmlib.lessons.stats import interval_text
-
     assert interval_text(1.234, -0.31, 2.7) == "+1.2 J&F points [-0.3, +2.7]"
     assert interval_text(-0.5, float("nan"), float("nan")) == "-0.5 J&F points (one video: no interval)"
     assert interval_text(0.351, 0.1, 0.6, unit="", digits=2) == "+0.35 [+0.10, +0.60]"

@@ -112,6 +112,11 @@ def tiny_config(**changes) -> train_config.TrainConfig:
     return train_config.config_from_dict(values, source="test config")
 
 
+def without_seconds(log):
+    """A training log without its wall-clock times (the one field two identical runs do not share)."""
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in log]
+
+
 def tiny_train(run_dir, cfg, repeat=False, **kwargs):
     torch.manual_seed(cfg.seed)
     model = TinyTracker()
@@ -141,8 +146,8 @@ def test_resume_continues_bit_identically(tmp_path):
     assert resumed.step == straight.step == 7
     for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), name
-    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in straight.log]
-    assert [{k: v for k, v in r.items() if k != "seconds"} for r in resumed.log] == strip
+    strip = without_seconds(straight.log)
+    assert without_seconds(resumed.log) == strip
     assert len(set(r["loss"] for r in strip)) > 1  # the losses really change from step to step
 
 
@@ -170,8 +175,7 @@ def test_resume_continues_a_data_pipeline_that_draws_from_numpy_and_python(tmp_p
     np.random.seed(123)  # what the process happens to hold
     random.seed(123)
     resumed = global_random_train(tmp_path / "split", tiny_config(max_steps=5, checkpoint_every=2), resume=True)
-    strip = lambda log: [{k: v for k, v in r.items() if k != "seconds"} for r in log]  # noqa: E731
-    assert strip(resumed.log) == strip(straight.log)
+    assert without_seconds(resumed.log) == without_seconds(straight.log)
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
 
@@ -564,8 +568,7 @@ def test_resume_drops_log_records_written_after_the_checkpoint_and_new_runs_writ
     resumed = tiny_train(run, cfg, resume=True)
     lines = (run / training.LOG_NAME).read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4, 5]  # step 5 logged once, by the resumed run
-    strip = lambda log: [{k: v for k, v in r.items() if k != "seconds"} for r in log]  # noqa: E731
-    assert strip(json.loads(line) for line in lines) == strip(straight.log) == strip(resumed.log)
+    assert without_seconds(json.loads(line) for line in lines) == without_seconds(straight.log) == without_seconds(resumed.log)
     # a new run writes its settings, in the config's own order, where `dmmlib train --config` can read them
     written = (run / "config.yaml").read_text()
     assert yaml.safe_load(written) == cfg.to_dict()

@@ -267,9 +267,9 @@ def static_slider(
 
     if image_format not in SLIDER_FORMATS:
         raise DMMInputError(f"static_slider: image_format={image_format!r}; expected one of {', '.join(SLIDER_FORMATS)}")
-    pngs = [_png_bytes(frame, i, dpi) for i, frame in enumerate(frames)]
+    encoded = [_png_bytes(frame, i, dpi) for i, frame in enumerate(frames)]
     if image_format == "jpeg":
-        pngs = [_png_to_jpeg(png) for png in pngs]
+        encoded = [_png_to_jpeg(png) for png in encoded]
     if close_figures:
         figures = [frame for frame in frames if hasattr(frame, "savefig")]
         if figures:
@@ -279,9 +279,9 @@ def static_slider(
     dom_id = new_dom_id()
     name = html.escape(title or "Interactive figure")
     images = "\n".join(
-        f'<img class="dmm-slider-frame" src="data:image/{image_format};base64,{base64.b64encode(png).decode("ascii")}" '
+        f'<img class="dmm-slider-frame" src="data:image/{image_format};base64,{base64.b64encode(data).decode("ascii")}" '
         f'alt="{name}: {html.escape(label)}"{"" if i == start else " hidden"}>'
-        for i, (png, label) in enumerate(zip(pngs, labels))
+        for i, (data, label) in enumerate(zip(encoded, labels))
     )
 
     title_html = f'<div class="dmm-slider-title" id="{dom_id}-title">{name}</div>' if title else ""
