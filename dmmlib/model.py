@@ -273,7 +273,7 @@ class DMMNet(nn.Module):
         boxes = masks_to_boxes(template_masks)  # [B, n, 4]
         batch_index = torch.arange(b, device=frames.device).repeat_interleave(n).to(boxes.dtype)
         rois = torch.cat([batch_index[:, None], boxes.reshape(b * n, 4)], dim=1)
-        vectors = self.features.pool(feature_maps, rois, template_masks.reshape(b * n, height, width))
+        vectors = self.features.pool(feature_maps, rois, template_masks.reshape(b * n, height, width), [n] * b)
         vectors = vectors.view(b, n, -1) * template_valid[:, :, None].to(vectors.dtype)
         return TrackState(vectors, template_masks, template_valid, template_masks, None, 0)
 
@@ -362,7 +362,7 @@ class DMMNet(nn.Module):
             masks_of_rois = None
             if cfg.pooling == "mask":
                 masks_of_rois = torch.cat([proposal_masks[i, :c] for i, c in enumerate(counts)])
-            pooled = self.features.pool(feature_maps, rois, masks_of_rois)
+            pooled = self.features.pool(feature_maps, rois, masks_of_rois, counts)
             per_video = pooled.split(counts)
             total = proposal_masks.shape[1]
             proposal_features = torch.stack([torch.cat([f, f.new_zeros(total - len(f), f.shape[1])]) for f in per_video])

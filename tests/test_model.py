@@ -472,14 +472,78 @@ def test_mask_pooling_weighs_each_cell_by_the_masks_coverage():
                 torch.testing.assert_close(part, torch.full_like(part, centre / stride - 0.5), atol=0.1 / stride, rtol=0)
 
 
+def _roi_align_average(maps, rois, pool_size=7):
+    """The paper's pooling written with torchvision's RoIAlign (2 x 2 samples, aligned): [K, dim]."""
+    return torch.cat([roi_align(fmap, rois.to(fmap.dtype), pool_size, 1.0 / stride, 2, aligned=True).mean(dim=(-1, -2))
+                      for fmap, stride in zip(maps.values(), (4, 8, 16, 32))], dim=1)
+
+
+def _awkward_rois(n_images: int, count: int, seed: int) -> torch.Tensor:
+    """Boxes [count, 5] grouped by image: inside, across the border, more than a cell outside, zero and negative size."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, n_images, (count,), generator=g).sort().values.double()
+    x1 = torch.rand(count, generator=g, dtype=torch.float64) * (W + 60) - 40
+    y1 = torch.rand(count, generator=g, dtype=torch.float64) * (H + 60) - 40
+    x2 = x1 + torch.rand(count, generator=g, dtype=torch.float64) * 50 - 5
+    y2 = y1 + torch.rand(count, generator=g, dtype=torch.float64) * 40 - 5
+    rois = torch.stack([images, x1, y1, x2, y2], dim=1)
+    rois[0, 1:] = torch.tensor([-90.0, -80.0, -70.0, -60.0])   # wholly outside: every sample reads 0
+    rois[1, 1:] = torch.tensor([10.0, 12.0, 10.0, 30.0])       # zero width
+    rois[2, 1:] = torch.tensor([0.0, 0.0, W, H])               # the whole frame, samples up to the far edge
+    # conv2 (12 x 16 cells): bins of 2 cells from -1.5, so sample points fall exactly on -1 and on row 12 (the
+    # first that still reads the map, clamped, and the last: points beyond either read 0)
+    rois[3, 1:] = torch.tensor([-4.0, -4.0, 52.0, 52.0])
+    return rois
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_box_pooling_is_roi_align_averaged_forward_and_backward(seed):
+    """The box average is computed as separable weights times the map (features.box_average_weights); it must be
+    torchvision's RoIAlign followed by the mean, value and gradient, on awkward boxes, images in any order."""
+    extractor = FeatureExtractor("resnet18")
+    torch.manual_seed(seed)
+    n_images = 3
+    maps = {level: (fmap.detach() ** 2).double().requires_grad_() for level, fmap in extractor(torch.rand(n_images, 3, H, W)).items()}
+    rois = _awkward_rois(n_images, 30, seed)
+    expected = _roi_align_average(maps, rois)
+    got = extractor.pool(maps, rois)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    direction = torch.randn_like(expected)
+    expected_grad = torch.autograd.grad((expected * direction).sum(), list(maps.values()))
+    got_grad = torch.autograd.grad((got * direction).sum(), list(maps.values()))
+    for a, b in zip(got_grad, expected_grad):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    counts = torch.bincount(rois[:, 0].long(), minlength=n_images).tolist()
+    torch.testing.assert_close(extractor.pool(maps, rois, counts=counts), expected, rtol=1e-12, atol=1e-12)
+    movable = rois.clone().requires_grad_()  # no gradient flows through a box, as with roi_align
+    assert torch.autograd.grad(extractor.pool(maps, movable).sum(), movable, allow_unused=True)[0] is None
+    shuffled = torch.randperm(len(rois), generator=torch.Generator().manual_seed(seed))
+    torch.testing.assert_close(extractor.pool(maps, rois[shuffled]), expected[shuffled], rtol=1e-12, atol=1e-12)
+    single = {level: fmap.float() for level, fmap in maps.items()}  # float32: the same to rounding
+    torch.testing.assert_close(extractor.pool(single, rois.float()), expected.float(), rtol=1e-5, atol=1e-5)
+
+
+def test_box_pooling_rejects_counts_that_do_not_fit_the_rois():
+    extractor = FeatureExtractor("resnet18")
+    maps = extractor(torch.rand(2, 3, H, W))
+    rois = _awkward_rois(2, 6, 0).float()
+    with pytest.raises(DMMInputError, match=r"counts=\[2, 3\] must give the number of rois \(6\)"):
+        extractor.pool(maps, rois, counts=[2, 3])
+    with pytest.raises(DMMInputError, match="of each of the maps' 2 images"):
+        extractor.pool(maps, rois, counts=[2, 2, 2])
+
+
 def test_pooling_samples_two_points_per_cell_side_in_the_wider_dtype_on_the_maps_device():
 
     extractor = FeatureExtractor("resnet18")
     maps = {level: fmap ** 2 for level, fmap in extractor(torch.rand(1, 3, H, W)).items()}  # not linear
     rois = torch.tensor([[0.0, 3.3, 5.1, 29.7, 40.2]])
-    expected = torch.cat([roi_align(fmap, rois, 7, 1.0 / stride, 2, aligned=True).mean(dim=(-1, -2))
-                          for fmap, stride in zip(maps.values(), (4, 8, 16, 32))], dim=1)
-    torch.testing.assert_close(extractor.pool(maps, rois), expected, rtol=0, atol=0)  # Mask R-CNN's 2 x 2 samples
+    expected = _roi_align_average(maps, rois)
+    # Mask R-CNN's 2 x 2 samples; float32 sums in another order than roi_align's (the float64 test is exact)
+    torch.testing.assert_close(extractor.pool(maps, rois), expected, rtol=2e-6, atol=1e-6)
+    for pool_size in (5, 9):  # the bins follow pool_size
+        other = FeatureExtractor("resnet18", pool_size=pool_size)
+        torch.testing.assert_close(other.pool(maps, rois), _roi_align_average(maps, rois, pool_size), rtol=2e-6, atol=1e-6)
     wide = extractor.pool(maps, rois.double())
     assert wide.dtype == torch.float64  # box corners are not rounded to the maps' float32
     assert extractor.pool({level: fmap.double() for level, fmap in maps.items()}, rois).dtype == torch.float64
@@ -490,6 +554,7 @@ def test_pooling_samples_two_points_per_cell_side_in_the_wider_dtype_on_the_maps
         on_gpu = {level: torch.empty(fmap.shape, device="cuda") for level, fmap in maps.items()}
         out = masked.pool(on_gpu, torch.zeros(1, 5, device="cuda"), torch.zeros(1, H, W, device="cuda"))
         assert out.device.type == "cuda"
+        assert extractor.pool(on_gpu, torch.zeros(1, 5, device="cuda"), counts=[1]).device.type == "cuda"
 
 
 def _masked_cost():

@@ -101,7 +101,7 @@ TARGETS: dict[str, Target] = {
     "refinement": Target("dmmlib/refinement.py", ("tests/test_model.py",),
                          functions=("ConvLSTMCell.forward", "RefinementHead.forward")),
     "features": Target("dmmlib/features.py", ("tests/test_model.py",),
-                       functions=("FeatureExtractor.pool", "masks_to_boxes")),
+                       functions=("FeatureExtractor.pool", "box_average_weights", "_box_average", "masks_to_boxes")),
     "training": Target("dmmlib/training.py", ("tests/test_training.py",),
                        functions=("_restore", "_save", "_start_files", "_finish"), keyword=RESUME),
 }
