@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make book   -- set everything up if needed, then build the book, executing every notebook (cpu profile)
-#   make test   -- set everything up if needed, then run pytest for dmmlib and nbval over book/ (smoke profile)
+#   make test   -- set everything up if needed, then run pytest for dmmlib and nbval over book/ (smoke profile,
+#                  and the gpu profile's dry run)
 # and one to read the book live:
 #   make lab    -- set everything up if needed, then open book/ in JupyterLab (its kernels read DMM_PROFILE)
 # and one to measure the tests:
@@ -79,13 +80,16 @@ book: check-profile setup
 lab: check-profile setup
 	DMM_PROFILE=$(PROFILE) $(VENV)/bin/jupyter lab book/
 
-# The gpu profile's dry run of every chapter (tests/test_dry_run_book.py) takes about 20 minutes on 2 cores (19.6 measured, 2026-11-30):
-# not part of `make test` (about 12); run it on its own, e.g. nightly or before a gpu build.
+# Two pytest-xdist workers, one torch thread each (2 cores). The notebooks run in the smoke profile
+# (tests/test_book_smoke.py: nbval over book/, in reading order) and in the gpu profile's dry run
+# (tests/test_dry_run_book.py, two chains), each as pytest of its own, beside the other tests
+# (conftest.py groups them by module and starts the longest first).
 test: setup browser
-	DMM_PROFILE=smoke $(PY) -m pytest tests book --nbval-lax -p no:cacheprovider -m "not dry_run"
+	DMM_PROFILE=smoke OMP_NUM_THREADS=1 $(PY) -m pytest tests -p no:cacheprovider -n 2 --dist loadgroup --no-loadscope-reorder
 
+# The dry run alone (both chains side by side).
 test-dry-run: setup
-	$(PY) -m pytest tests/test_dry_run_book.py -p no:cacheprovider -m dry_run
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests/test_dry_run_book.py -p no:cacheprovider -m dry_run -n 2
 
 # Mutation testing (tools/mutate.py; DEVELOPING.md, "Mutation testing"). Not run by `make test` or CI.
 mutate: setup

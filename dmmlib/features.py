@@ -260,7 +260,9 @@ def _box_average(fmap: torch.Tensor, rois: torch.Tensor, stride: int, pool_size:
     if sum(counts) != len(boxes) or len(counts) > fmap.shape[0]:
         raise DMMInputError(f"counts={counts} must give the number of rois ({len(boxes)}) of each of the "
                             f"maps' {fmap.shape[0]} images")
-    parts = [w @ flat[image].transpose(0, 1) for image, w in enumerate(weights.split(counts)) if len(w)]
+    # in the wider dtype even under autocast, as torchvision runs roi_align (autocast would make it bf16)
+    with torch.autocast(fmap.device.type, enabled=False):
+        parts = [w @ flat[image].transpose(0, 1) for image, w in enumerate(weights.split(counts)) if len(w)]
     return torch.cat(parts) if parts else weights.new_zeros(0, flat.shape[1])
 
 

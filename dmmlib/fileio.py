@@ -361,3 +361,27 @@ def describe_os_error(error: OSError) -> str:
     names = [str(n) for n in (error.filename, error.filename2) if n is not None]
     where = f"cannot use {' -> '.join(names)}: " if names else ""
     return (f"{where}{reason}; check the path, that its folder is writable and that the disk has free space")
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` (created if needed) while the block runs.
+
+    So that two processes filling the same cache -- two notebooks in JupyterLab, two test workers,
+    the book's training processes -- do not write it at once: the second waits, then finds the work
+    done. An advisory lock (``fcntl.flock``); without fcntl (Windows) there is none, which stays
+    correct for a single process.
+    """
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

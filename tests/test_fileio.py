@@ -256,3 +256,25 @@ def test_cleanup_never_hides_the_error_that_stopped_the_writing(tmp_path):
             staging.rmdir()
             raise RuntimeError("the writer failed")
     assert tree(tmp_path) == {}
+
+
+def test_exclusive_makes_a_second_holder_wait(tmp_path):
+    """Two holders of the same lock file (flock is per open file, so a thread shows it as well as a process)."""
+    import threading
+    import time
+
+    lock = tmp_path / "sub" / ".cache.lock"
+    events = []
+
+    def second():
+        with fileio.exclusive(lock):
+            events.append("second holds")
+
+    with fileio.exclusive(lock):
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.3)
+        events.append("first releases")
+    thread.join(5)
+    assert events == ["first releases", "second holds"]
+    assert lock.is_file()

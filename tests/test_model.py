@@ -687,3 +687,14 @@ def test_release_style_confidence_while_training():
     model.eval()
     out = step()
     assert (out.x_tilde[0] > 0).sum(dim=1).tolist() == [1, 1]
+
+
+def test_box_pooling_stays_in_float32_under_bf16_autocast():
+    """As torchvision runs roi_align under autocast: bf16 maps, float32 boxes -> float32 vectors, close to float32's."""
+    extractor = FeatureExtractor("resnet18")
+    maps = extractor(torch.rand(1, 3, H, W))
+    rois = torch.tensor([[0.0, 3.3, 5.1, 29.7, 40.2]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pooled = extractor.pool({level: fmap.bfloat16() for level, fmap in maps.items()}, rois, counts=[1])
+    assert pooled.dtype == torch.float32
+    torch.testing.assert_close(pooled, extractor.pool(maps, rois), rtol=2e-2, atol=2e-2)

@@ -226,3 +226,38 @@ def test_flatness():
     flat = report.flatness([{"step": s, "loss": 1.0 - 0.5 * (1 - np.exp(-s / 5))} for s in range(0, 101, 10)])
     falling = report.flatness([{"step": s, "loss": 1.0 - 0.004 * s} for s in range(0, 101, 10)])
     assert flat["late_share"] < 0.05 and falling["late_share"] == pytest.approx(0.4)
+
+
+def test_in_processes_runs_every_call_and_raises_a_failed_ones_error(tmp_path):
+    calls = [(tmp_path / f"{k}.txt", str(k)) for k in range(3)]
+    book_models.in_processes(type(tmp_path).write_text, calls, workers=2)  # spawned, one torch thread each
+    assert sorted(p.read_text() for p in tmp_path.glob("*.txt")) == ["0", "1", "2"]
+    with pytest.raises(ValueError, match="invalid literal"):
+        book_models.in_processes(int, [("1",), ("not a number",)], workers=2)
+    book_models.in_processes(type(tmp_path).write_text, [(tmp_path / "here.txt", "x")], workers=2)  # one call: here
+    assert (tmp_path / "here.txt").read_text() == "x"
+
+
+@pytest.mark.slow
+def test_units_trained_side_by_side_equal_units_trained_here(tmp_path, monkeypatch, one_torch_thread):
+    """train_units with 2 workers (spawned processes, which read $DMM_DATA_DIR) gives the same training log and
+    weights as training the unit in this process, one thread each; finished units are only read back."""
+    assets = book_models.prepare_proposals("smoke")
+    for name, place in (("side-by-side", tmp_path / "a"), ("here", tmp_path / "b")):
+        place.mkdir()
+        for shared in (assets.root, assets.work):  # the benchmark and the proposal net, not the runs
+            (place / shared.name).symlink_to(shared)
+    monkeypatch.setenv("DMM_DATA_DIR", str(tmp_path / "a"))
+    units = [("frozen", 0), ("ft1", 0)]
+    side = book_models.train_units(units, "smoke", workers=2)
+    assert list(side) == units and all(book_models.unit_trained(k, s, "smoke") for k, s in units)
+    monkeypatch.setenv("DMM_DATA_DIR", str(tmp_path / "b"))
+    here = book_models.train_units([("ft1", 0)], "smoke", workers=1)[("ft1", 0)]
+    theirs = side[("ft1", 0)]
+    assert [r["loss"] for r in here.log] == [r["loss"] for r in theirs.log]
+    assert here.heldout == theirs.heldout
+    for (name, a), b in zip(here.model.state_dict().items(), theirs.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    started = time.perf_counter()
+    again = book_models.train_units([("ft1", 0)], "smoke", workers=2)  # finished: read back, no process started
+    assert again[("ft1", 0)].heldout == here.heldout and time.perf_counter() - started < 5

@@ -16,12 +16,10 @@ made by dmmlib: only such a folder is ever replaced (``--force``), and
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import warnings
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -38,7 +36,7 @@ from dmmlib.data.synthetic import (
     render_video,
 )
 from dmmlib.errors import DMMInputError
-from dmmlib.fileio import atomic_path, atomic_write_text, read_json_file, staged_folder
+from dmmlib.fileio import atomic_path, atomic_write_text, exclusive, read_json_file, staged_folder
 from dmmlib.profiles import PROFILES, active_profile
 
 GENERATOR_NAME = "dmmlib.data.synthetic"
@@ -190,25 +188,8 @@ def ensure_synthetic(root: str | os.PathLike | None = None, profile: str | None 
     root = default_root(profile) if managed else Path(root)
     if root.is_dir() and is_complete(root) and (not managed or _matches(read_meta(root), config, seed)):
         return root  # the common case: nothing to write, so no lock either
-    with _exclusive(root.parent / f".{root.name}.lock"):
+    with exclusive(root.parent / f".{root.name}.lock"):
         return _ensure_locked(root, config, seed, progress, managed)
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive lock so two processes asking for the same benchmark do not write it at once."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; generation stays correct for a single process
-        yield
-        return
-    with open(lock_path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _ensure_locked(root: Path, config: SynthConfig, seed: int, progress: bool, managed: bool) -> Path:

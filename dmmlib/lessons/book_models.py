@@ -33,7 +33,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import multiprocessing
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,9 +62,9 @@ from dmmlib.data.davis import DavisDataset
 from dmmlib.data.generate import ensure_synthetic
 from dmmlib.data.paths import data_dir, runs_dir
 from dmmlib.device import pick_device
-from dmmlib.fileio import atomic_path, atomic_write_text
+from dmmlib.fileio import atomic_path, atomic_write_text, exclusive
 from dmmlib.lessons.results import source_digest
-from dmmlib.lessons.settings import BOOK_MODELS
+from dmmlib.lessons.settings import BOOK_MODELS, WORKERS
 from dmmlib.model import DMMNet
 from dmmlib.profiles import active_profile, by_profile
 from dmmlib.proposals import sources as proposals_sources
@@ -122,6 +124,12 @@ def prepare_proposals(profile: str | None = None, progress: bool = False) -> Pro
     known = _PREPARED.get(work)
     if known is not None and known.checkpoint.is_file() and known.f_theta.is_file():
         return known
+    with exclusive(work.parent / f".{work.name}.lock"):  # one process trains and fills; the others wait, then read
+        _PREPARED[work] = _prepare_locked(profile, root, work, progress)
+    return _PREPARED[work]
+
+
+def _prepare_locked(profile: str, root: Path, work: Path, progress: bool) -> ProposalAssets:
     checkpoint = work / "proposal_net.pt"
     train_proposal_net(root, checkpoint, train_config_for_profile(profile), seed=0, resume=True, progress=progress)
     net = load_proposal_net(checkpoint)
@@ -133,8 +141,7 @@ def prepare_proposals(profile: str | None = None, progress: bool = False) -> Pro
     if not f_theta.is_file():
         with atomic_path(f_theta) as tmp:
             torch.save(net.backbone_state_dict(), tmp)
-    _PREPARED[work] = ProposalAssets(root, work, checkpoint, caches, f_theta)
-    return _PREPARED[work]
+    return ProposalAssets(root, work, checkpoint, caches, f_theta)
 
 
 def proposals_prepared(profile: str | None = None) -> bool:
@@ -290,7 +297,9 @@ def train_unit(kind: str, seed: int, profile: str | None = None, budget: dict | 
     folder = run_dir(kind, seed, profile, budget)
     done = folder / "done.json"
     if not done.is_file():
-        _train(kind, seed, profile, budget, folder, progress)
+        with exclusive(folder.parent / f".{folder.name}.lock"):  # a second process asking waits, then reads
+            if not done.is_file():
+                _train(kind, seed, profile, budget, folder, progress)
     log = training.read_log(folder)
     return TrainedModel(load_checkpoint(folder / "model.pt"), folder, log, read_jsonl(folder / HELDOUT_LOG),
                         float(json.loads(done.read_text())["seconds"]))
@@ -317,6 +326,46 @@ def _train(kind: str, seed: int, profile: str, budget: dict, folder: Path, progr
     seconds = float(sum(r["seconds"] for r in training.read_log(folder)))
     atomic_write_text(folder / "done.json", json.dumps({"seconds": seconds, "steps": result.step}))
     shutil.rmtree(folder / TRAINING_CHECKPOINT_DIR, ignore_errors=True)  # model.pt is all a finished unit needs
+
+
+def _one_torch_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def in_processes(function, calls: list[tuple], workers: int) -> None:
+    """``function(*args)`` for every ``args`` of ``calls``, ``workers`` at a time, each in a process of its own.
+
+    For the book's cached, idempotent steps (:func:`train_unit`, ``table4.evaluate_unit``): their results
+    are files, so nothing comes back but an error, which is raised here. The processes are spawned, not
+    forked (a fork of a process whose torch thread pools are running can hang), and run one torch thread
+    each. With ``workers`` <= 1 or a single call, the calls run here, one after the other.
+    """
+    if workers <= 1 or len(calls) <= 1:
+        for args in calls:
+            function(*args)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(workers, len(calls)), mp_context=context, initializer=_one_torch_thread) as pool:
+        for future in [pool.submit(function, *args) for args in calls]:
+            future.result()
+
+
+def _train_only(kind: str, seed: int, profile: str) -> None:
+    train_unit(kind, seed, profile)  # the model stays on disk: nothing to send back
+
+
+def train_units(units: list[tuple[str, int]], profile: str | None = None,
+                workers: int | None = None) -> dict[tuple[str, int], TrainedModel]:
+    """:func:`train_unit` for every ``(kind, seed)`` of ``units``, the untrained ones ``workers`` at a time.
+
+    ``workers`` defaults to the profile's :data:`dmmlib.lessons.settings.WORKERS`. Returns the trained
+    units, read back here, in the order given.
+    """
+    profile = active_profile() if profile is None else profile
+    workers = by_profile(WORKERS, profile) if workers is None else workers
+    todo = [(kind, seed, profile) for kind, seed in units if not unit_trained(kind, seed, profile)]
+    in_processes(_train_only, todo, workers)
+    return {(kind, seed): train_unit(kind, seed, profile) for kind, seed in units}
 
 
 def publish_book_model(profile: str | None = None) -> Path:

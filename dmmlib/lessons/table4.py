@@ -52,7 +52,7 @@ from dmmlib.lessons import book_models, measure
 from dmmlib.lessons.book_models import TRAINING_CODE, model_budget, prepare_proposals, train_unit
 from dmmlib.lessons.measure import VideoScoring, score_label_maps, score_videos
 from dmmlib.lessons.results import source_digest
-from dmmlib.lessons.settings import TABLE4
+from dmmlib.lessons.settings import TABLE4, WORKERS
 from dmmlib.model import SUPPRESSED_LOGIT, labels_from_logits
 from dmmlib.profiles import active_profile, by_profile
 from dmmlib.proposals.cache import ProposalCache
@@ -229,18 +229,28 @@ def units_needed(rows: tuple[str, ...] = ROWS + ABLATIONS, settings: dict | None
 
 
 def run_table4(profile: str | None = None, rows: tuple[str, ...] = ROWS + ABLATIONS, progress: bool = False,
-               budget: dict | None = None, settings: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+               budget: dict | None = None, settings: dict | None = None,
+               workers: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every unit of ``rows`` for every seed: ``(objects, videos)`` DataFrames.
 
     ``objects``: one line per (seed, row, video, object) with ``difficulty``, ``J``, ``F`` and
     ``JF`` = (J + F) / 2 (fractions); ``videos``: one line per (seed, row, video) of a model row
     with the mean diagnostics and ``pairs`` (visible (frame, object) pairs). The seedless
     baselines are computed once and repeated for every seed, so that every pair of rows
-    can be compared seed by seed.
+    can be compared seed by seed. The evaluations not cached yet run ``workers`` at a time
+    (default: the profile's :data:`dmmlib.lessons.settings.WORKERS`) when the profile's own budget
+    and settings are used.
     """
     profile = active_profile() if profile is None else profile
+    own_settings = budget is None and settings is None  # a process of its own rebuilds them from the profile
     budget = model_budget(profile) if budget is None else budget
     settings = table4_settings(profile) if settings is None else settings
+    if own_settings:
+        workers = by_profile(WORKERS, profile) if workers is None else workers
+        calls = [(row, seed, profile) for row in rows
+                 for seed in ([None] if ROW_MODEL[row] is None else row_seeds(row, settings))
+                 if not eval_path(row, seed, profile, budget, settings).is_file()]
+        book_models.in_processes(evaluate_unit, calls, workers)
     difficulty = video_difficulties(profile)
     objects, videos = [], []
     for row in rows:
