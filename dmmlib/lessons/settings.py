@@ -87,9 +87,9 @@ BOOK_MODELS = {
     "smoke": {"steps": 3, "batch": 2, "frame_size": [32, 56], "levels": ("conv2", "conv3", "conv4"),
               "refine_width": 4, "lr_pretrained": 1e-4, "lr_random": 1e-3, "assignment_loss_weight": 1.0,
               "checkpoint_every": 2, "heldout_clips": 2, "heldout_every": 3},
-    "cpu": {"steps": 160, "batch": 4, "frame_size": [96, 176], "levels": ("conv2", "conv3", "conv4"),
+    "cpu": {"steps": 40, "batch": 4, "frame_size": [96, 176], "levels": ("conv2", "conv3", "conv4"),
             "refine_width": 16, "lr_pretrained": 1e-4, "lr_random": 1e-3, "assignment_loss_weight": 1.0,
-            "checkpoint_every": 40, "heldout_clips": 8, "heldout_every": 20},
+            "checkpoint_every": 10, "heldout_clips": 8, "heldout_every": 10},
     "gpu": {"steps": 2000, "batch": 24, "frame_size": [240, 432], "levels": ("conv2", "conv3", "conv4", "conv5"),
             "refine_width": 64, "lr_pretrained": 1e-4, "lr_random": 1e-3, "assignment_loss_weight": 1.0,
             "checkpoint_every": 100, "heldout_clips": 64, "heldout_every": 100},
@@ -100,19 +100,24 @@ BOOK_MODELS = {
 #: expensive models: unroll 3 costs about 1.5x unroll 2 per step, and the ablation and unroll 1 test no
 #: claim of the paper's Table 4 directly); ``val_videos``: the first N of the val split (None: all).
 #:
-#: The cpu plan's time budget (2 cores; the whole book must build in under 30 minutes). Measured while
-#: this was written, on a machine shared with other work (per step, batch 4 at 96 x 176, one thread):
-#: the frozen model's head 1.3 s, unroll 1 2.4-3.3 s, unroll 2 4 s, unroll 3 8.6 s, most of it the
-#: backward pass through the 200 projection rounds of Alg. 1; evaluating one row of one seed on the 12
-#: val videos 17-45 s; the proposal net and its caches (chapter 6) 470 s. A whole build from an empty
-#: data/ on an idle 2-core machine (2026-11-30): 28.6 min, of which chapter 6 372 s, chapter 8 (the
-#: book's model, the head study, the ablation) 359 s, chapter 9 (the other 10 models, 24 evaluations)
-#: 693 s, chapter 10 112 s and chapters 0-5, 7, 11 together 170 s: little headroom, so a larger plan
-#: needs something else to get smaller.
+#: The cpu plan's time budget (2 cores; the whole book must build in under 30 minutes). The models train
+#: and are evaluated two at a time (WORKERS). Per step in such a one-thread process (batch 4 at 96 x 176,
+#: 2026-11-30, after f_theta's pooling became a matrix product): the frozen model's head about 0.5 s,
+#: unroll 2 about 0.9 s, unroll 3 about 1.3 s.
+#:
+#: Why 40 steps and not more, measured on 2026-11-30 with every model at 160 steps (a fresh build of
+#: 24.8 min, unroll 1 and 3 on seed 0 only): every held-out loss fell further (the frozen heads only
+#: start to learn after ~80 steps), but only 2 of 9 curves were flat by chapter 9's rule, and J&F fell
+#: with the loss: the frozen layer 27.3 -> 22.9, Hungarian 28.6 -> 25.6, fine-tuned unroll 2
+#: 26.1 -> 22.1; the refined output fell from 0.8 to 5.0 IoU points below the matched proposal. The
+#: soft-IoU training loss fell (0.61 -> 0.47, first and last quarter) while the logged thresholded IoU
+#: hardly moved (0.55 -> 0.59): the head sharpens its probabilities. Why its corrections then hurt on
+#: 20-frame val videos (a guess, not measured: they are learned on 3-frame clips and compound) is open.
+#: More steps need a better objective first, not just more time.
 TABLE4 = {
     # smoke's row_seeds names the ablation only so that a gpu dry run caps the gpu entry's seeds of it
     "smoke": {"seeds": (0,), "row_seeds": {"ft-unroll2-plain": (0,)}, "val_videos": 2},
-    "cpu": {"seeds": (0, 1, 2), "row_seeds": {"ft-unroll1": (0,), "ft-unroll3": (0,), "ft-unroll2-plain": (0,)},
+    "cpu": {"seeds": (0, 1, 2), "row_seeds": {"ft-unroll1": (0, 1), "ft-unroll2-plain": (0,)},
             "val_videos": None},
     "gpu": {"seeds": (0, 1, 2, 3, 4), "row_seeds": {"ft-unroll2-plain": (0, 1, 2)}, "val_videos": None},
 }
