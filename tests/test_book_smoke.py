@@ -27,6 +27,6 @@ def test_every_notebook_runs_in_the_smoke_profile():
                PYTHONPATH=os.pathsep.join(p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p))
     env.pop("DMM_DRY_RUN", None)
     done = subprocess.run([sys.executable, "-m", "pytest", *notebooks, "--nbval-lax", "-p", "no:cacheprovider", "-q"],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+                          cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout[-20000:] + done.stderr[-5000:]
     assert " passed" in done.stdout.splitlines()[-1]
