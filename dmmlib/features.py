@@ -206,7 +206,7 @@ class FeatureExtractor(nn.Module):
 
 
 def box_average_weights(starts: torch.Tensor, ends: torch.Tensor, cells: int, pool_size: int,
-                        samples: int = 2) -> torch.Tensor:
+                        samples: int) -> torch.Tensor:
     """Along one axis, the weight RoIAlign's box average gives each cell of the map.
 
     starts, ends [K]: the boxes' edges on this axis in map cells, already shifted by
@@ -253,7 +253,7 @@ def _box_average(fmap: torch.Tensor, rois: torch.Tensor, stride: int, pool_size:
         images = boxes[:, 0].long()
         if len(images) > 1 and bool((images[1:] < images[:-1]).any()):  # one read, only without counts
             order = torch.argsort(images, stable=True)
-            out = torch.empty(len(boxes), flat.shape[1], dtype=dtype, device=fmap.device)
+            out = rows.new_empty((len(boxes), flat.shape[1]))  # the dtype and device of the weights
             out[order] = _box_average(fmap, rois[order], stride, pool_size, None)
             return out
         counts = torch.bincount(images, minlength=fmap.shape[0]).tolist()
@@ -263,7 +263,7 @@ def _box_average(fmap: torch.Tensor, rois: torch.Tensor, stride: int, pool_size:
     # in the wider dtype even under autocast, as torchvision runs roi_align (autocast would make it bf16)
     with torch.autocast(fmap.device.type, enabled=False):
         parts = [w @ flat[image].transpose(0, 1) for image, w in enumerate(weights.split(counts)) if len(w)]
-    return torch.cat(parts) if parts else weights.new_zeros(0, flat.shape[1])
+    return torch.cat(parts)  # at least one roi: pool returns early for none
 
 
 def masks_to_boxes(masks: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:

@@ -519,6 +519,9 @@ def test_box_pooling_is_roi_align_averaged_forward_and_backward(seed):
     assert torch.autograd.grad(extractor.pool(maps, movable).sum(), movable, allow_unused=True)[0] is None
     shuffled = torch.randperm(len(rois), generator=torch.Generator().manual_seed(seed))
     torch.testing.assert_close(extractor.pool(maps, rois[shuffled]), expected[shuffled], rtol=1e-12, atol=1e-12)
+    for order in ([1, 0], [0, 2, 1]):  # two rois out of order; a later roi before one that is not the first
+        picked = torch.stack([rois[rois[:, 0] == image][0] for image in order])
+        torch.testing.assert_close(extractor.pool(maps, picked), _roi_align_average(maps, picked), rtol=1e-12, atol=1e-12)
     single = {level: fmap.float() for level, fmap in maps.items()}  # float32: the same to rounding
     torch.testing.assert_close(extractor.pool(single, rois.float()), expected.float(), rtol=1e-5, atol=1e-5)
 
@@ -550,6 +553,8 @@ def test_pooling_samples_two_points_per_cell_side_in_the_wider_dtype_on_the_maps
     torch.testing.assert_close(wide, expected.double(), rtol=1e-5, atol=1e-6)
     masked = FeatureExtractor("resnet18", pooling="mask")
     assert masked.pool(maps, rois.double(), torch.ones(1, H, W)).dtype == torch.float64
+    wide_maps = {level: fmap.double() for level, fmap in maps.items()}  # float64 maps, float32 boxes
+    assert masked.pool(wide_maps, rois, torch.ones(1, H, W)).dtype == torch.float64
     with FakeTensorMode():  # a fake CUDA device: every tensor the pooling makes must be on the maps' device
         on_gpu = {level: torch.empty(fmap.shape, device="cuda") for level, fmap in maps.items()}
         out = masked.pool(on_gpu, torch.zeros(1, 5, device="cuda"), torch.zeros(1, H, W, device="cuda"))
