@@ -184,6 +184,16 @@ class FeatureExtractor(nn.Module):
         if rois.numel() == 0:
             return rois.new_zeros(0, self.dim)
         if self.pooling == "box":
+            n_images = feature_maps[self.pool_levels[0]].shape[0]
+            if counts is None:  # read from the device once, for every level
+                images = rois[:, 0].long()
+                counts = torch.bincount(images, minlength=n_images).tolist()
+                if len(images) > 1 and bool((images[1:] < images[:-1]).any()):  # pool them grouped, then put back
+                    order = torch.argsort(images, stable=True)
+                    return self.pool(feature_maps, rois[order], None, counts)[torch.argsort(order)]
+            if sum(counts) != len(rois) or len(counts) > n_images:
+                raise DMMInputError(f"counts={counts} must give the number of rois ({len(rois)}) of each of the "
+                                    f"maps' {n_images} images")
             return torch.cat([_box_average(feature_maps[level], rois, STRIDES[level], self.pool_size, counts)
                               for level in self.pool_levels], dim=1)
         size = self.pool_size
@@ -238,8 +248,11 @@ def box_average_weights(starts: torch.Tensor, ends: torch.Tensor, cells: int, po
 
 
 def _box_average(fmap: torch.Tensor, rois: torch.Tensor, stride: int, pool_size: int,
-                 counts: list[int] | None) -> torch.Tensor:
-    """RoIAlign (``samples`` = 2, aligned=True) of every roi on ``fmap`` [B, C, h, w], averaged over its bins: [K, C]."""
+                 counts: list[int]) -> torch.Tensor:
+    """RoIAlign (``samples`` = 2, aligned=True) of every roi on ``fmap`` [B, C, h, w], averaged over its bins: [K, C].
+
+    The rois are grouped image by image, ``counts[b]`` of them on image b.
+    """
     # the wider of the two dtypes: bf16 maps (autocast) must not round box corners to bf16
     dtype = torch.promote_types(fmap.dtype, rois.dtype)
     boxes = rois.detach().to(dtype)  # no gradient flows through a box, as with roi_align
@@ -249,17 +262,6 @@ def _box_average(fmap: torch.Tensor, rois: torch.Tensor, stride: int, pool_size:
     columns = box_average_weights(boxes[:, 1] * scale - 0.5, boxes[:, 3] * scale - 0.5, width, pool_size, SAMPLES)
     weights = (rows[:, :, None] * columns[:, None, :]).flatten(1)  # [K, h * w]
     flat = fmap.to(dtype).flatten(2)  # [B, C, h * w]
-    if counts is None:
-        images = boxes[:, 0].long()
-        if len(images) > 1 and bool((images[1:] < images[:-1]).any()):  # one read, only without counts
-            order = torch.argsort(images, stable=True)
-            out = rows.new_empty((len(boxes), flat.shape[1]))  # the dtype and device of the weights
-            out[order] = _box_average(fmap, rois[order], stride, pool_size, None)
-            return out
-        counts = torch.bincount(images, minlength=fmap.shape[0]).tolist()
-    if sum(counts) != len(boxes) or len(counts) > fmap.shape[0]:
-        raise DMMInputError(f"counts={counts} must give the number of rois ({len(boxes)}) of each of the "
-                            f"maps' {fmap.shape[0]} images")
     # in the wider dtype even under autocast, as torchvision runs roi_align (autocast would make it bf16)
     with torch.autocast(fmap.device.type, enabled=False):
         parts = [w @ flat[image].transpose(0, 1) for image, w in enumerate(weights.split(counts)) if len(w)]

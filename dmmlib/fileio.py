@@ -364,15 +364,16 @@ def describe_os_error(error: OSError) -> str:
 
 
 @contextlib.contextmanager
-def exclusive(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``lock_path`` (created if needed) while the block runs.
+def exclusive(guarded: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``guarded`` (a file or folder, which need not exist yet) while the block runs.
 
     So that two processes filling the same cache -- two notebooks in JupyterLab, two test workers,
     the book's training processes -- do not write it at once: the second waits, then finds the work
-    done. An advisory lock (``fcntl.flock``); without fcntl (Windows) there is none, which stays
-    correct for a single process.
+    done. The lock is the sibling file ``.<name>.lock``, created if needed. An advisory lock
+    (``fcntl.flock``); without fcntl (Windows) there is none, which stays correct for a single process.
     """
-    lock_path = Path(lock_path)
+    guarded = Path(guarded)
+    lock_path = guarded.parent / f".{guarded.name}.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl

@@ -78,4 +78,3 @@ def smoke_benchmark(tmp_path_factory):
     from dmmlib.data import ensure_synthetic
 
     return ensure_synthetic(root=tmp_path_factory.mktemp("synthetic") / "smoke", profile="smoke", progress=False)
-

@@ -263,18 +263,18 @@ def test_exclusive_makes_a_second_holder_wait(tmp_path):
     import threading
     import time
 
-    lock = tmp_path / "sub" / ".cache.lock"
+    cache = tmp_path / "sub" / "cache"
     events = []
 
     def second():
-        with fileio.exclusive(lock):
+        with fileio.exclusive(cache):
             events.append("second holds")
 
-    with fileio.exclusive(lock):
+    with fileio.exclusive(cache):
         thread = threading.Thread(target=second)
         thread.start()
         time.sleep(0.3)
         events.append("first releases")
     thread.join(5)
     assert events == ["first releases", "second holds"]
-    assert lock.is_file()
+    assert (tmp_path / "sub" / ".cache.lock").is_file() and not cache.exists()  # the lock is a sibling file

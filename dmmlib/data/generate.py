@@ -188,7 +188,7 @@ def ensure_synthetic(root: str | os.PathLike | None = None, profile: str | None 
     root = default_root(profile) if managed else Path(root)
     if root.is_dir() and is_complete(root) and (not managed or _matches(read_meta(root), config, seed)):
         return root  # the common case: nothing to write, so no lock either
-    with exclusive(root.parent / f".{root.name}.lock"):
+    with exclusive(root):
         return _ensure_locked(root, config, seed, progress, managed)
 
 

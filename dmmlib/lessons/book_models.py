@@ -124,7 +124,7 @@ def prepare_proposals(profile: str | None = None, progress: bool = False) -> Pro
     known = _PREPARED.get(work)
     if known is not None and known.checkpoint.is_file() and known.f_theta.is_file():
         return known
-    with exclusive(work.parent / f".{work.name}.lock"):  # one process trains and fills; the others wait, then read
+    with exclusive(work):  # one process trains and fills; the others wait, then read
         _PREPARED[work] = _prepare_locked(profile, root, work, progress)
     return _PREPARED[work]
 
@@ -297,7 +297,7 @@ def train_unit(kind: str, seed: int, profile: str | None = None, budget: dict | 
     folder = run_dir(kind, seed, profile, budget)
     done = folder / "done.json"
     if not done.is_file():
-        with exclusive(folder.parent / f".{folder.name}.lock"):  # a second process asking waits, then reads
+        with exclusive(folder):  # a second process asking waits, then reads
             if not done.is_file():
                 _train(kind, seed, profile, budget, folder, progress)
     log = training.read_log(folder)
