@@ -46,6 +46,10 @@ class TrainConfig:
     frame_size: list[int] = field(default_factory=lambda: [96, 160])  # [H, W] of the training clips
     max_objects: int = 3  # templates per clip (n); objects beyond it are ignored
     unroll: int = 2  # frames after the template frame that step() is unrolled over
+    # At most this many frames tracked without gradient or loss before the unrolled ones (a "burn-in",
+    # as in R2D2): each step draws 0..burn_in, so the head trains on ConvLSTM memory of the ages it has
+    # in a long video, not only on memory 1..unroll frames old. Clips are 1 + burn_in + unroll frames.
+    burn_in: int = 0
     clips_per_epoch: int = 64
     batch_size: int = 4
     epochs: int = 1
@@ -101,6 +105,7 @@ def _check_config(cfg: TrainConfig, source: str) -> None:
     for key in ("max_objects", "unroll", "clips_per_epoch", "batch_size", "epochs", "checkpoint_every",
                 "keep_checkpoints", "log_every"):
         need(isinstance(getattr(cfg, key), int) and getattr(cfg, key) >= 1, key, "an integer >= 1")
+    need(isinstance(cfg.burn_in, int) and cfg.burn_in >= 0, "burn_in", "an integer >= 0")
     need(cfg.max_steps is None or (isinstance(cfg.max_steps, int) and cfg.max_steps >= 0), "max_steps",
          "null or an integer >= 0")
     need(cfg.clips_per_epoch >= cfg.batch_size, "clips_per_epoch", f">= batch_size={cfg.batch_size}")

@@ -94,7 +94,7 @@ from dmmlib.train_config import (
     check_run_inputs,
     load_config,
 )
-from dmmlib.unrolled import UnrolledClip, clip_loader, clip_proposals
+from dmmlib.unrolled import UnrolledClip, burn_in_frames, clip_length, clip_loader, clip_proposals
 
 # ----------------------------------------------------------------------------------------------
 # Building the pieces: model, data, proposals, optimiser
@@ -133,7 +133,7 @@ def pretrained_prefixes(cfg: TrainConfig) -> tuple[str, ...]:
 
 
 def build_dataset(cfg: TrainConfig) -> ClipDataset:
-    """The clip dataset of ``cfg``: item ``i`` is a clip of ``unroll + 1`` frames, fixed by the seed and ``i``."""
+    """The clip dataset of ``cfg``: item ``i`` is a clip of ``1 + burn_in + unroll`` frames, fixed by the seed and ``i``."""
     if cfg.dataset == "synthetic" and cfg.data is None:
         sequences = DavisDataset(ensure_synthetic(profile=cfg.profile, seed=0, progress=False), cfg.split)
     elif cfg.dataset == "synthetic":
@@ -150,7 +150,7 @@ def build_dataset(cfg: TrainConfig) -> ClipDataset:
         sequences = YouTubeVOSDataset(cfg.data, cfg.split)
     sampler = ClipSampler(
         sequences,
-        clip_length=cfg.unroll + 1,
+        clip_length=clip_length(cfg),
         seed=cfg.seed,
         size=tuple(cfg.frame_size),
         augment=(AXIS_ALIGNED if cfg.augment_axis_aligned else AffineAugment()) if cfg.augment else None,
@@ -305,14 +305,20 @@ def _loader(run: _Run) -> torch.utils.data.DataLoader:
 
 
 def _forward(run: _Run, keys: list[tuple[int, int]], batch, proposals) -> tuple[torch.Tensor, dict]:
-    """The batch on the device, its proposals (from the loader, or the device's network), the loss."""
+    """The batch on the device, its proposals (from the loader, or the device's network), the loss.
+
+    With a burn-in, the step's clips are cut to the template frame, the step's burn-in and the
+    unrolled frames (:func:`~dmmlib.unrolled.burn_in_frames`); the frames after them are not used.
+    """
     frames, labels, metas = batch
-    frames = frames_to_device(frames, run.device)
+    burn_in = burn_in_frames(run.cfg, keys)
+    used = 1 + burn_in + run.cfg.unroll
+    frames, labels = frames_to_device(frames[:, :used], run.device), labels[:, :used]
     if proposals is None:  # a source that runs on the device (a proposal network): one batched call
         proposals = clip_proposals(frames, labels, metas, keys, run.source, run.cfg.seed)
-    proposals = [[p.to(run.device) for p in per_frame] for per_frame in proposals]
+    proposals = [[p.to(run.device) for p in per_frame] for per_frame in proposals[: used - 1]]
     with autocast(run.device, run.cfg.amp):
-        return run.unrolled(frames, to_device(labels, run.device), proposals)
+        return run.unrolled(frames, to_device(labels, run.device), proposals, burn_in)
 
 
 def _train_step(run: _Run, keys: list[tuple[int, int]], batch, proposals) -> tuple[torch.Tensor, dict]:

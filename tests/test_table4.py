@@ -131,18 +131,18 @@ def test_a_killed_unit_resumes_and_ends_like_an_uninterrupted_one(runs, monkeypa
     straight = book_models.train_unit("ft1", 0, "smoke", budget).model.state_dict()
     folder = book_models.run_dir("ft1", 0, "smoke", budget)
     shutil.rmtree(folder)
-    real = book_models.heldout_loss
+    real = book_models.heldout_stats
 
     def killed_at_step_2(model, cfg, profile=None, budget=None):
         if len(book_models.read_jsonl(folder / book_models.HELDOUT_LOG)) == 2:  # steps 0 and 1 logged
             raise KeyboardInterrupt("killed")
         return real(model, cfg, profile, budget)
 
-    monkeypatch.setattr(book_models, "heldout_loss", killed_at_step_2)
+    monkeypatch.setattr(book_models, "heldout_stats", killed_at_step_2)
     with pytest.raises(KeyboardInterrupt):
         book_models.train_unit("ft1", 0, "smoke", budget)
     assert not (folder / "done.json").exists() and list((folder / "checkpoints").glob("*.pt"))
-    monkeypatch.setattr(book_models, "heldout_loss", real)
+    monkeypatch.setattr(book_models, "heldout_stats", real)
     resumed = book_models.train_unit("ft1", 0, "smoke", budget)
     for key, value in resumed.model.state_dict().items():
         assert torch.equal(value, straight[key]), key

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dmmlib import train_config, training, unrolled
+from dmmlib import losses, train_config, training, unrolled
 from dmmlib.checkpoints import checkpoint_paths, load_training_checkpoint
 from dmmlib.errors import DMMInputError
 
@@ -120,7 +120,8 @@ def without_seconds(log):
 def tiny_train(run_dir, cfg, repeat=False, **kwargs):
     torch.manual_seed(cfg.seed)
     model = TinyTracker()
-    dataset = TinyClips(n_clips=cfg.clips_per_epoch, length=cfg.unroll + 1, size=tuple(cfg.frame_size), repeat=repeat)
+    dataset = TinyClips(n_clips=cfg.clips_per_epoch, length=unrolled.clip_length(cfg), size=tuple(cfg.frame_size),
+                        repeat=repeat)
     return training.train(cfg, run_dir, model=model, dataset=dataset, progress=False, **kwargs)
 
 
@@ -138,11 +139,12 @@ def test_loss_goes_down_on_a_fixed_clip(tmp_path):
     assert last < 0.7 * first, (first, last)
 
 
-def test_resume_continues_bit_identically(tmp_path):
-    straight = tiny_train(tmp_path / "straight", tiny_config(max_steps=7, checkpoint_every=2))
+@pytest.mark.parametrize("burn_in", [0, 2])
+def test_resume_continues_bit_identically(tmp_path, burn_in):
+    straight = tiny_train(tmp_path / "straight", tiny_config(max_steps=7, checkpoint_every=2, burn_in=burn_in))
     # "interrupted" after 3 steps (its final checkpoint is at step 3), then resumed to 7
-    tiny_train(tmp_path / "split", tiny_config(max_steps=3, checkpoint_every=2))
-    resumed = tiny_train(tmp_path / "split", tiny_config(max_steps=7, checkpoint_every=2), resume=True)
+    tiny_train(tmp_path / "split", tiny_config(max_steps=3, checkpoint_every=2, burn_in=burn_in))
+    resumed = tiny_train(tmp_path / "split", tiny_config(max_steps=7, checkpoint_every=2, burn_in=burn_in), resume=True)
     assert resumed.step == straight.step == 7
     for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), name
@@ -203,19 +205,13 @@ class ScriptedTracker(nn.Module):
         return 0
 
     def step(self, frames, proposals, state):
+        self.grad_enabled = [*getattr(self, "grad_enabled", []), torch.is_grad_enabled()]
         out = self.outputs[state]
         return SimpleNamespace(logits=out.logits + self.anchor, x_hat=out.x_hat, proposal_masks=out.proposal_masks), state + 1
 
 
-def test_logged_iou_and_assignment_accuracy_by_hand():
-    """One clip, 2 objects (a 2 x 4 and a 2 x 2 block), 2 predicted frames, IoU and accuracy counted by hand.
-
-    Frame 1: object 1 predicted exactly (IoU 1), object 2 as a 2 x 4 block over its 2 x 2 (IoU 4/8). Frame 2:
-    object 1 predicted as its left half (IoU 4/8), object 2 missed (IoU 0). Mean over the 4 (object, frame)
-    pairs: 0.5. X_hat's largest entry is the GT-best proposal in frame 1 for both objects, and in frame 2 for
-    neither; in frame 2 no proposal covers object 2 (IoU >= 0.5 with none), so that pair is not scored:
-    accuracy 2 of 3.
-    """
+def scripted_clip():
+    """The hand-written clip of the test below: (model, frames [1, 3, 3, 6, 8], labels [1, 3, 6, 8])."""
     H, W = 6, 8
     one, two = torch.zeros(H, W), torch.zeros(H, W)
     one[0:2, 0:4] = 1
@@ -239,10 +235,54 @@ def test_logged_iou_and_assignment_accuracy_by_hand():
              torch.tensor([[[0.1, 0.8, 0.1], [0.3, 0.3, 0.4]]])]  # frame 2: object 1 -> p2 (wrong), 2 unscored
     model = ScriptedTracker([logits_of(one, wide_two), logits_of(left_one, torch.zeros(H, W))], x_hat,
                             [proposals_1, proposals_2])
+    return model, frames, labels
+
+
+def test_logged_iou_and_assignment_accuracy_by_hand():
+    """One clip, 2 objects (a 2 x 4 and a 2 x 2 block), 2 predicted frames, IoU and accuracy counted by hand.
+
+    Frame 1: object 1 predicted exactly (IoU 1), object 2 as a 2 x 4 block over its 2 x 2 (IoU 4/8). Frame 2:
+    object 1 predicted as its left half (IoU 4/8), object 2 missed (IoU 0). Mean over the 4 (object, frame)
+    pairs: 0.5. X_hat's largest entry is the GT-best proposal in frame 1 for both objects, and in frame 2 for
+    neither; in frame 2 no proposal covers object 2 (IoU >= 0.5 with none), so that pair is not scored:
+    accuracy 2 of 3.
+    """
+    model, frames, labels = scripted_clip()
     cfg = tiny_config(assignment_loss_weight=0.0)
     _, stats = unrolled.UnrolledClip(model, cfg)(frames, labels, [None, None])
     assert float(stats["iou"]) == pytest.approx((1 + 0.5 + 0.5 + 0) / 4)
     assert float(stats["assignment_accuracy"]) == pytest.approx(2 / 3)
+
+
+def test_burn_in_frames_are_tracked_without_gradient_and_left_out_of_the_loss():
+    """The clip of the test above with frame 1 as burn-in: the state still advances through frame 1 (frame 2
+    gets frame 2's scripted output), no graph is built for it, and only frame 2 is scored: IoU (0.5 + 0) / 2,
+    accuracy 0 of 1 (object 1 matched wrongly, object 2 unscored), the loss that of frame 2 alone."""
+    model, frames, labels = scripted_clip()
+    cfg = tiny_config(assignment_loss_weight=0.0)
+    model.grad_enabled = []
+    loss, stats = unrolled.UnrolledClip(model, cfg)(frames, labels, [None, None], burn_in=1)
+    assert model.grad_enabled == [False, True]
+    assert float(stats["iou"]) == pytest.approx(0.25)
+    assert float(stats["assignment_accuracy"]) == 0.0
+    target = (labels[:, 2, None] == torch.arange(1, 3).view(1, 2, 1, 1)).float()
+    frame_2 = losses.mask_loss(model.outputs[1].logits, target, torch.ones(1, 2, dtype=torch.bool), cfg.loss)
+    assert loss.item() == pytest.approx(frame_2.item())
+    loss.backward()  # the anchor still gets the scored frame's gradient
+    assert model.anchor.grad is not None and float(model.anchor.grad) != 0.0
+    with pytest.raises(DMMInputError, match="burn_in=2"):
+        unrolled.UnrolledClip(model, cfg)(frames, labels, [None, None], burn_in=2)
+
+
+def test_burn_in_draws_are_fixed_by_the_seed_and_the_step_and_cover_every_length():
+    cfg = tiny_config(burn_in=3, seed=5)
+    draws = [unrolled.burn_in_frames(cfg, [(epoch, index), (epoch, index + 1)]) for epoch in range(3) for index in range(20)]
+    assert set(draws) == {0, 1, 2, 3}
+    assert draws == [unrolled.burn_in_frames(cfg, [(epoch, index)]) for epoch in range(3) for index in range(20)]
+    assert draws != [unrolled.burn_in_frames(tiny_config(burn_in=3, seed=6), [(epoch, index)])
+                     for epoch in range(3) for index in range(20)]
+    assert unrolled.burn_in_frames(tiny_config(burn_in=0), [(0, 0)]) == 0
+    assert unrolled.clip_length(cfg) == 1 + 3 + cfg.unroll
 
 
 def test_checkpoints_hold_everything_and_load_with_weights_only(tmp_path):
@@ -300,6 +340,7 @@ def test_unknown_config_key_is_named_with_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("line, key", [("loss: l2", "loss"), ("unroll: 0", "unroll"), ("frame_size: [64]", "frame_size"),
+                                       ("burn_in: -1", "burn_in"),
                                        ("proposals: cache\nproposal_cache: x", "augment"),
                                        ("proposals: network", "proposal_weights")])
 def test_bad_config_values_are_named(tmp_path, line, key):

@@ -71,7 +71,7 @@ from dmmlib.proposals import sources as proposals_sources
 from dmmlib.proposals.cache import ProposalCache
 from dmmlib.proposals.sources import cached_source
 from dmmlib.train_config import TrainConfig, profile_config
-from dmmlib.unrolled import UnrolledClip, clip_proposals, collate_clips
+from dmmlib.unrolled import UnrolledClip, clip_length, clip_proposals, collate_clips
 from dmmlib.proposals import compute as proposals_compute
 from dmmlib.proposals import frames as proposals_frames
 from dmmlib.proposals import net as proposals_net
@@ -207,6 +207,7 @@ def train_config(kind: str, seed: int, profile: str | None = None, budget: dict 
         proposals="cache", proposal_cache=str(assets.caches["train"]), augment=True, augment_axis_aligned=True,
         backbone_weights=str(assets.f_theta), lr_pretrained=budget["lr_pretrained"], lr_random=budget["lr_random"],
         assignment_loss_weight=budget["assignment_loss_weight"], loss=budget.get("loss", base.loss),
+        burn_in=budget.get("burn_in", 0),
     )
 
 
@@ -246,13 +247,19 @@ class TrainedModel:
 def heldout_clips(cfg: TrainConfig, profile: str, budget: dict) -> ClipDataset:
     """``budget["heldout_clips"]`` fixed clips of the val split (no augmentation) with ``cfg``'s length and size."""
     root = ensure_synthetic(profile=profile, progress=False)
-    sampler = ClipSampler(DavisDataset(root, "val"), clip_length=cfg.unroll + 1, seed=HELDOUT_SEED,
+    sampler = ClipSampler(DavisDataset(root, "val"), clip_length=clip_length(cfg), seed=HELDOUT_SEED,
                           size=tuple(cfg.frame_size), augment=None, max_objects=cfg.max_objects)
     return ClipDataset(sampler, budget["heldout_clips"])
 
 
-def heldout_loss(model: DMMNet, cfg: TrainConfig, profile: str | None = None, budget: dict | None = None) -> float:
-    """The training objective of ``cfg`` (its unroll, loss, proposals) on the held-out clips, averaged; no gradient."""
+def heldout_stats(model: DMMNet, cfg: TrainConfig, profile: str | None = None, budget: dict | None = None) -> dict:
+    """The training objective of ``cfg`` (its unroll, loss, proposals) on the held-out clips; no gradient.
+
+    Returns the means over the clips of the objective (``loss``) and of its parts as
+    :class:`~dmmlib.unrolled.UnrolledClip` logs them (``mask_loss``, ``assignment_loss``, the
+    thresholded ``iou``, ``assignment_accuracy``). With a burn-in, the clips carry the longest one
+    (``cfg.burn_in``): the objective on the oldest memory the model trains on.
+    """
     profile = active_profile() if profile is None else profile
     budget = model_budget(profile) if budget is None else budget
     clips = heldout_clips(cfg, profile, budget)
@@ -261,27 +268,28 @@ def heldout_loss(model: DMMNet, cfg: TrainConfig, profile: str | None = None, bu
     was_training = model.training
     model.eval()
     device = model.device
-    total = torch.zeros((), device=device)  # summed on the device, read once at the end
+    sums: dict[str, torch.Tensor] = {}  # summed on the device, read once at the end
     with torch.no_grad():
         for start in range(0, len(clips), 8):
             indices = range(start, min(start + 8, len(clips)))
             frames, labels, metas = collate_clips([clips[i] for i in indices])
             proposals = clip_proposals(frames, labels, metas, [(0, i) for i in indices], source, HELDOUT_SEED)
             proposals = [[p.to(device) for p in per_frame] for per_frame in proposals]
-            loss, _ = unrolled_clip(frames.to(device), labels.to(device), proposals)
-            total += loss.detach().float() * len(indices)
+            loss, stats = unrolled_clip(frames.to(device), labels.to(device), proposals, cfg.burn_in)
+            for name, value in {"loss": loss, **stats}.items():
+                sums[name] = sums.get(name, 0.0) + value.detach().float() * len(indices)
     model.train(was_training)
-    return float(total) / len(clips)
+    return {name: float(value) / len(clips) for name, value in sums.items()}
 
 
 def read_jsonl(path: Path) -> list:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
-def _record_heldout(folder: Path, step: int, value: float) -> None:
-    """Add the held-out loss of ``step`` to the folder's log, replacing one a resumed run logged before."""
+def _record_heldout(folder: Path, step: int, values: dict) -> None:
+    """Add the held-out statistics of ``step`` to the folder's log, replacing those a resumed run logged before."""
     kept = [r for r in read_jsonl(folder / HELDOUT_LOG) if r["step"] < step]
-    atomic_write_text(folder / HELDOUT_LOG, "".join(json.dumps(r) + "\n" for r in [*kept, {"step": step, "loss": value}]))
+    atomic_write_text(folder / HELDOUT_LOG, "".join(json.dumps(r) + "\n" for r in [*kept, {"step": step, **values}]))
 
 
 def train_unit(kind: str, seed: int, profile: str | None = None, budget: dict | None = None,
@@ -313,12 +321,12 @@ def _train(kind: str, seed: int, profile: str, budget: dict, folder: Path, progr
 
     def on_log(record: dict) -> None:
         if record["step"] % every == 0 or record["step"] == cfg.max_steps:
-            _record_heldout(folder, int(record["step"]), heldout_loss(model, cfg, profile, budget))
+            _record_heldout(folder, int(record["step"]), heldout_stats(model, cfg, profile, budget))
 
     resume = bool(checkpoint_paths(folder))
     if not resume:
         folder.mkdir(parents=True, exist_ok=True)
-        _record_heldout(folder, 0, heldout_loss(model, cfg, profile, budget))
+        _record_heldout(folder, 0, heldout_stats(model, cfg, profile, budget))
     result = training.train(cfg, folder, resume=resume, force=not resume, model=model, progress=progress,
                             on_log=on_log)
     if result.step != cfg.max_steps:

@@ -57,7 +57,7 @@ def score_videos(model: nn.Module, root: str | os.PathLike, names: list[str],
 
     Returns :func:`score_label_maps`' dict. ``model`` itself is not changed (a copy runs another
     matcher). With ``scoring.diagnostics``, every step's :func:`frame_diagnostics` are appended
-    to it, and its list ``"video"`` names the video of each entry.
+    to it, and its lists ``"video"`` and ``"frame"`` name the video and the frame index of each entry.
     """
     scoring = VideoScoring() if scoring is None else scoring
     if scoring.matcher is not None:
@@ -107,7 +107,9 @@ def _observe(step: TrackStep, sequence, scoring: VideoScoring) -> np.ndarray:
         rows = frame_diagnostics(step, sequence.labels(step.index), size)
         for key, values in rows.items():
             scoring.diagnostics.setdefault(key, []).extend(values)
-        scoring.diagnostics.setdefault("video", []).extend([sequence.name] * len(next(iter(rows.values()), [])))
+        count = len(next(iter(rows.values()), []))
+        scoring.diagnostics.setdefault("video", []).extend([sequence.name] * count)
+        scoring.diagnostics.setdefault("frame", []).extend([step.index] * count)
     return step.labels
 
 

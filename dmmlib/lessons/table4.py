@@ -172,7 +172,9 @@ def evaluate_unit(row: str, seed: int | None, profile: str | None = None, budget
     """Score ``row`` of ``seed`` on the val videos (trains its model if needed); cached.
 
     Returns ``{"objects": [{"video", "object", "J", "F"}, ...], "videos": {video: {diagnostic: mean,
-    "pairs": n}}}`` (diagnostics: :func:`dmmlib.lessons.measure.frame_diagnostics`, model rows only).
+    "pairs": n}}, "frames": {"t": {"matched_iou", "output_iou", "pairs"}}}`` (diagnostics:
+    :func:`dmmlib.lessons.measure.frame_diagnostics`; ``frames``: their means over every video's frame
+    ``t``, i.e. by the age of the refinement head's memory; model rows only).
     ``static`` and ``ceiling`` do not depend on a seed: pass ``seed=None``.
     """
     profile = active_profile() if profile is None else profile
@@ -209,7 +211,10 @@ def _score_model(row: str, seed: int, profile: str, budget: dict, names: list[st
         videos[name] = {key: float(np.mean([diagnostics[key][k] for k in rows])) if rows else float("nan")
                         for key in DIAGNOSTICS}
         videos[name]["pairs"] = len(rows)
-    return {"objects": scored["objects"], "videos": videos}
+    frame = np.asarray(diagnostics.get("frame", []))
+    frames = {str(t): {key: float(np.mean(np.asarray(diagnostics[key])[frame == t])) for key in ("matched_iou", "output_iou")}
+              | {"pairs": int((frame == t).sum())} for t in np.unique(frame)}
+    return {"objects": scored["objects"], "videos": videos, "frames": frames}
 
 
 def row_seeds(row: str, settings: dict) -> tuple:

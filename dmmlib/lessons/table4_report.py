@@ -159,15 +159,16 @@ def comparisons(objects: pd.DataFrame, pairs) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def flatness(heldout: list[dict], late: float = 0.4) -> dict:
-    """How flat a held-out curve ends: a line fitted to the last ``late`` fraction of the steps.
+def flatness(heldout: list[dict], key: str = "loss", late: float = 0.4) -> dict:
+    """How flat a held-out curve of ``key`` (the loss, or one of its logged parts) ends: a line fitted to
+    the last ``late`` fraction of the steps.
 
     Returns the first and last held-out loss, the total change, the change the fitted line
     makes over that last part (``late_change``) and its share of the total (``late_share``):
     near 0 when the curve has flattened, near ``late`` when it still falls as fast as on average.
     """
     steps = np.array([r["step"] for r in heldout], dtype=float)
-    loss = np.array([r["loss"] for r in heldout], dtype=float)
+    loss = np.array([r[key] for r in heldout], dtype=float)
     tail = steps >= steps.max() * (1 - late)
     slope = np.polyfit(steps[tail], loss[tail], 1)[0] if tail.sum() >= 2 else float("nan")
     late_change = slope * steps.max() * late
