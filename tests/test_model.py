@@ -703,3 +703,36 @@ def test_box_pooling_stays_in_float32_under_bf16_autocast():
         pooled = extractor.pool({level: fmap.bfloat16() for level, fmap in maps.items()}, rois, counts=[1])
     assert pooled.dtype == torch.float32
     torch.testing.assert_close(pooled, extractor.pool(maps, rois), rtol=2e-2, atol=2e-2)
+
+
+def test_a_burn_in_keeps_the_template_features_graph_and_builds_none_of_its_own():
+    """UnrolledClip with burn_in=2 on a 4-frame clip: frames 1-2 run without gradient, frame 3 is scored.
+    The loss still reaches f(r_i) (computed on frame 0, before the burn-in), and the carried matched
+    mask and ConvLSTM state come out of the burn-in without a graph."""
+    from dmmlib.train_config import TrainConfig
+    from dmmlib.unrolled import UnrolledClip
+
+    frames, labels = rectangles_video(T=4)
+    model = DMMNet(default_config("smoke", refine_mode="plain"))
+    captured = {}
+    real_init, real_step = model.init_state, model.step
+
+    def init_state(*args, **kwargs):
+        state = real_init(*args, **kwargs)
+        state.template_features.retain_grad()
+        captured["templates"] = state.template_features
+        return state
+
+    def step(frame, proposals, state):
+        captured.setdefault("carried_in", []).append((torch.is_grad_enabled(), state.previous_masks.requires_grad))
+        return real_step(frame, proposals, state)
+
+    model.init_state, model.step = init_state, step
+    clip = torch.stack([to_tensor(f)[0] for f in frames])[None]  # [1, 4, 3, H, W]
+    label_maps = torch.from_numpy(np.stack(labels)).long()[None]  # [1, 4, H, W]
+    proposals = [[p] for p in oracle(labels)[1:]]
+    loss, _ = UnrolledClip(model, TrainConfig(max_objects=2))(clip, label_maps, proposals, burn_in=2)
+    loss.backward()
+    assert captured["templates"].grad is not None and captured["templates"].grad.abs().sum() > 0
+    # frames 1 and 2 ran without gradient; frame 3 with it, carrying a matched mask made without a graph
+    assert captured["carried_in"] == [(False, False), (False, False), (True, False)]
