@@ -123,7 +123,7 @@ BOOK_MODELS = {
 TABLE4 = {
     # smoke's row_seeds names the ablation only so that a gpu dry run caps the gpu entry's seeds of it
     "smoke": {"seeds": (0,), "row_seeds": {"ft-unroll2-plain": (0,)}, "val_videos": 2},
-    "cpu": {"seeds": (0, 1, 2), "row_seeds": {"ft-unroll1": (0,), "ft-unroll2-plain": (0,)},
+    "cpu": {"seeds": (0, 1, 2), "row_seeds": {"ft-unroll1": (0,), "ft-unroll3": (0, 1), "ft-unroll2-plain": (0,)},
             "val_videos": None},
     "gpu": {"seeds": (0, 1, 2, 3, 4), "row_seeds": {"ft-unroll2-plain": (0, 1, 2)}, "val_videos": None},
 }
