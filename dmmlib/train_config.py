@@ -105,7 +105,8 @@ def _check_config(cfg: TrainConfig, source: str) -> None:
     for key in ("max_objects", "unroll", "clips_per_epoch", "batch_size", "epochs", "checkpoint_every",
                 "keep_checkpoints", "log_every"):
         need(isinstance(getattr(cfg, key), int) and getattr(cfg, key) >= 1, key, "an integer >= 1")
-    need(isinstance(cfg.burn_in, int) and cfg.burn_in >= 0, "burn_in", "an integer >= 0")
+    for key in ("burn_in", "proposal_noise", "num_workers"):
+        need(isinstance(getattr(cfg, key), int) and getattr(cfg, key) >= 0, key, "an integer >= 0")
     need(cfg.max_steps is None or (isinstance(cfg.max_steps, int) and cfg.max_steps >= 0), "max_steps",
          "null or an integer >= 0")
     need(cfg.clips_per_epoch >= cfg.batch_size, "clips_per_epoch", f">= batch_size={cfg.batch_size}")
@@ -113,8 +114,6 @@ def _check_config(cfg: TrainConfig, source: str) -> None:
         need(isinstance(getattr(cfg, key), (int, float)) and getattr(cfg, key) >= 0, key, "a number >= 0")
     need(cfg.grad_clip is None or (isinstance(cfg.grad_clip, (int, float)) and cfg.grad_clip > 0), "grad_clip",
          "null or a number > 0")
-    need(isinstance(cfg.proposal_noise, int) and cfg.proposal_noise >= 0, "proposal_noise", "an integer >= 0")
-    need(isinstance(cfg.num_workers, int) and cfg.num_workers >= 0, "num_workers", "an integer >= 0")
     need(isinstance(cfg.model, dict), "model", "a mapping of ModelConfig arguments")
     need(cfg.amp is None or cfg.amp in AMP_DTYPES, "amp", f"null or one of {', '.join(AMP_DTYPES)}")
     need(cfg.init_checkpoint is not None or max(cfg.lr_pretrained, cfg.lr_random) >= FINE_TUNE_LR, "init_checkpoint",

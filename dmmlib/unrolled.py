@@ -15,8 +15,9 @@ on a 20-frame video it runs on memory up to 19 frames old. Measured on the book'
 points on the later ones; about 1 point overall when its memory was reset every frame. So a clip may
 start with up to ``burn_in`` frames that the model tracks without gradient or loss: how many is
 drawn per step (:func:`burn_in_frames`), and the unrolled frames then train on older memory.
-The template features keep their gradient through the burn-in (they are computed before it). :class:`UnrolledClip` is that
-graph as one module (so DistributedDataParallel wraps it as one forward); training
+The template features keep their gradient through the burn-in (they are computed before it).
+
+:class:`UnrolledClip` is that graph as one module (so DistributedDataParallel wraps it as one forward); training
 (:mod:`dmmlib.training`) and online learning (:mod:`dmmlib.online`) both run it.
 """
 

@@ -212,7 +212,8 @@ def _score_model(row: str, seed: int, profile: str, budget: dict, names: list[st
                         for key in DIAGNOSTICS}
         videos[name]["pairs"] = len(rows)
     frame = np.asarray(diagnostics.get("frame", []))
-    frames = {str(t): {key: float(np.mean(np.asarray(diagnostics[key])[frame == t])) for key in ("matched_iou", "output_iou")}
+    ious = {key: np.asarray(diagnostics.get(key, [])) for key in ("matched_iou", "output_iou")}
+    frames = {str(t): {key: float(values[frame == t].mean()) for key, values in ious.items()}
               | {"pairs": int((frame == t).sum())} for t in np.unique(frame)}
     return {"objects": scored["objects"], "videos": videos, "frames": frames}
 
