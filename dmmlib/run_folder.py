@@ -133,6 +133,9 @@ def check_resume_config(cfg: TrainConfig, saved: dict, run_dir: Path) -> None:
     """Refuse to resume with a config that changes the training (only :data:`RESUMABLE_CHANGES` may differ)."""
     now = cfg.to_dict()
     changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and now[k] != saved.get(k))
+    if now.get("lr_schedule") == "cosine" and cfg.total_steps() != TrainConfig(**saved).total_steps():
+        # the cosine's length is the run's: a longer or shorter run would jump to another learning rate
+        changed += [k for k in ("max_steps", "epochs") if now[k] != saved.get(k)]
     if changed:
         details = "; ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
         raise DMMInputError(

@@ -31,6 +31,7 @@ DATASETS = ("synthetic", "davis", "youtube-vos")
 # Keys that may change when a run is resumed: they do not alter the trajectory.
 # Below this rate for every parameter a run fine-tunes (DAVIS: 1e-7, Sec. 4.1): a random network would not move.
 FINE_TUNE_LR = 1e-5
+LR_SCHEDULES = ("constant", "cosine")
 RESUMABLE_CHANGES = {"max_steps", "epochs", "checkpoint_every", "keep_checkpoints", "log_every", "num_workers", "device"}
 
 
@@ -57,6 +58,9 @@ class TrainConfig:
     lr_pretrained: float = 1e-4
     lr_random: float = 1e-3
     weight_decay: float = 0.0
+    # "constant" (the paper's) or "cosine": every learning rate decays to 0 along half a cosine over the
+    # run's total steps, so a short run ends with small steps instead of the last batches' noise
+    lr_schedule: str = "constant"
     grad_clip: float | None = None  # max gradient norm (None: no clipping)
     loss: str = DEFAULT_LOSS  # one of dmmlib.losses.LOSSES
     assignment_loss_weight: float = 0.0
@@ -99,6 +103,7 @@ def _check_config(cfg: TrainConfig, source: str) -> None:
     need(cfg.profile in PROFILES, "profile", f"one of {', '.join(PROFILES)}")
     need(cfg.dataset in DATASETS, "dataset", f"one of {', '.join(DATASETS)}")
     need(cfg.loss in LOSSES, "loss", f"one of {', '.join(LOSSES)}")
+    need(cfg.lr_schedule in LR_SCHEDULES, "lr_schedule", f"one of {', '.join(LR_SCHEDULES)}")
     need(cfg.proposals in PROPOSAL_SOURCES, "proposals", f"one of {', '.join(PROPOSAL_SOURCES)}")
     need(isinstance(cfg.frame_size, (list, tuple)) and len(cfg.frame_size) == 2
          and all(isinstance(v, int) and v > 0 for v in cfg.frame_size), "frame_size", "[H, W] of positive integers")

@@ -20,7 +20,9 @@ Proposals come from one of three sources (config key ``proposals``, see
   (``augment_axis_aligned: true``: scale, shift, flip) or off (``augment: false``); davis2017.yaml uses it.
 
 Optimiser: Adam, ``lr_pretrained`` (1e-4) for weights loaded from a pretrained
-model and ``lr_random`` (1e-3) for randomly initialised ones, as two parameter groups.
+model and ``lr_random`` (1e-3) for randomly initialised ones, as two parameter groups,
+held constant as in the paper or (``lr_schedule: cosine``, our option) decayed to 0
+over the run (:func:`lr_factor`).
 
 Runs are deterministic for a seed and resumable bit for bit (on CPU): every
 ``checkpoint_every`` steps the model, the optimiser, the step, the sampler position,
@@ -43,6 +45,7 @@ gradients are averaged by DistributedDataParallel, only rank 0 writes files).
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
@@ -90,6 +93,7 @@ from dmmlib.proposals.sources import (
 )
 from dmmlib.run_folder import LOG_NAME, RUN_ENTRIES, RunFiles, read_log, resume_point
 from dmmlib.train_config import (
+    LR_SCHEDULES,
     TrainConfig,
     check_run_inputs,
     load_config,
@@ -321,12 +325,34 @@ def _forward(run: _Run, keys: list[tuple[int, int]], batch, proposals) -> tuple[
         return run.unrolled(frames, to_device(labels, run.device), proposals, burn_in)
 
 
+def lr_factor(schedule: str, step: int, total_steps: int) -> float:
+    """The multiple of the configured learning rates that step ``step`` (0-based) of ``total_steps`` uses.
+
+    ``"constant"``: 1. ``"cosine"``: ``(1 + cos(pi * step / total_steps)) / 2``, from 1 at the first step
+    down towards 0 at the last. A function of the step alone, so a resumed run continues the same curve.
+    """
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * step / max(total_steps, 1)))
+    raise DMMInputError(f"lr_schedule={schedule!r} is not a known schedule; expected one of {', '.join(LR_SCHEDULES)}")
+
+
+def _set_learning_rates(run: _Run) -> None:
+    """Set each parameter group's learning rate for the coming step from the config and the schedule."""
+    factor = lr_factor(run.cfg.lr_schedule, run.step, run.total_steps)
+    base = {"pretrained": run.cfg.lr_pretrained, "random": run.cfg.lr_random}
+    for group in run.optimizer.param_groups:
+        group["lr"] = base[group["name"]] * factor
+
+
 def _train_step(run: _Run, keys: list[tuple[int, int]], batch, proposals) -> tuple[torch.Tensor, dict]:
     """One optimiser step on one batch of clips; returns the loss and the statistics, still on the device."""
     loss, stats = _forward(run, keys, batch, proposals)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()  # the scaler passes everything through unless amp is fp16
     run.scaler.unscale_(run.optimizer)
+    _set_learning_rates(run)
     if run.cfg.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
     run.scaler.step(run.optimizer)

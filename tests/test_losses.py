@@ -42,6 +42,24 @@ def test_each_loss_on_two_pixels_by_hand():
     assert losses.DEFAULT_LOSS == "soft_iou"
 
 
+def test_lovasz_hinge_on_two_pixels_by_hand():
+    # hinge errors 1 - 0.5 = 0.5 on the object pixel, 1 + 0.25 = 1.25 on the background one; most wrong
+    # first: the background pixel alone as a mistake costs IoU 1 - 1/2, both cost 1 - 0/2: weights 0.5, 0.5
+    logits = torch.tensor([[[[0.5, 0.25]]]])
+    assert losses.mask_loss(logits, TARGET, VALID, "lovasz").item() == pytest.approx(1.25 * 0.5 + 0.5 * 0.5)
+    assert losses.mask_loss(TWO_PIXELS, TARGET, VALID, "lovasz").item() == 0.0  # both right by a margin of 1
+
+
+def test_lovasz_hinge_is_the_iou_loss_of_the_wrong_pixels_when_each_error_is_zero_or_one():
+    gen = torch.Generator().manual_seed(0)
+    target = (torch.rand(3, 4, 6, 7, generator=gen) > 0.6).float()
+    wrong = torch.rand(3, 4, 6, 7, generator=gen) > 0.7
+    logits = torch.where(wrong, torch.zeros_like(target), 2 * target - 1)  # hinge error 1 where wrong, else 0
+    size, missed, false_alarms = (t.sum(dim=(-2, -1)) for t in (target, wrong * target, wrong * (1 - target)))
+    iou_loss = torch.where(size + false_alarms > 0, 1 - (size - missed) / (size + false_alarms), 0.0)
+    torch.testing.assert_close(losses.lovasz_hinge_per_object(logits, target), iou_loss)
+
+
 def test_bce_is_torchs_pixel_mean_per_object():
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 3, 5, 7, generator=gen) * 3

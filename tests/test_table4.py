@@ -226,6 +226,14 @@ def test_flatness():
     flat = report.flatness([{"step": s, "loss": 1.0 - 0.5 * (1 - np.exp(-s / 5))} for s in range(0, 101, 10)])
     falling = report.flatness([{"step": s, "loss": 1.0 - 0.004 * s} for s in range(0, 101, 10)])
     assert flat["late_share"] < 0.05 and falling["late_share"] == pytest.approx(0.4)
+    # the rule: flat, still falling, turned back up, and never moved (no share of nothing: not flat)
+    def curve(values):
+        return [{"step": 10 * k, "loss": v} for k, v in enumerate(values)]
+
+    assert report.flattened(curve([1.0, 0.6, 0.5, 0.5, 0.5, 0.5]))
+    assert not report.flattened(curve([1.0, 0.9, 0.8, 0.7, 0.6, 0.5]))
+    assert not report.flattened(curve([1.0, 0.6, 0.5, 0.6, 0.7, 0.8]))
+    assert not report.flattened(curve([1.0] * 6))
 
 
 def test_in_processes_runs_every_call_and_raises_a_failed_ones_error(tmp_path):

@@ -145,7 +145,12 @@ def test_resume_continues_bit_identically(tmp_path, burn_in):
     # "interrupted" after 3 steps (its final checkpoint is at step 3), then resumed to 7
     tiny_train(tmp_path / "split", tiny_config(max_steps=3, checkpoint_every=2, burn_in=burn_in))
     resumed = tiny_train(tmp_path / "split", tiny_config(max_steps=7, checkpoint_every=2, burn_in=burn_in), resume=True)
-    assert resumed.step == straight.step == 7
+    assert resumed.step == 7
+    assert_same_run(straight, resumed)
+
+
+def assert_same_run(straight, resumed):
+    assert resumed.step == straight.step == straight.log[-1]["step"]
     for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), name
     strip = without_seconds(straight.log)
@@ -326,6 +331,40 @@ def test_refuses_to_write_into_an_existing_run_dir(tmp_path):
     assert [r["step"] for r in forced.log] == [1, 2]
 
 
+def test_cosine_schedule_by_hand():
+    factors = [training.lr_factor("cosine", step, 4) for step in range(4)]
+    assert factors == pytest.approx([1.0, (1 + 2 ** -0.5) / 2, 0.5, (1 - 2 ** -0.5) / 2])
+    assert [training.lr_factor("constant", step, 4) for step in range(4)] == [1.0] * 4
+
+
+def test_cosine_schedule_sets_every_groups_rate_each_step(tmp_path, monkeypatch):
+    seen = []
+    step = torch.optim.Adam.step
+
+    def spy(optimizer, *args, **kwargs):
+        seen.append({g["name"]: g["lr"] for g in optimizer.param_groups})
+        return step(optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    tiny_train(tmp_path / "run", tiny_config(max_steps=4, lr_schedule="cosine", lr_random=1e-2))
+    assert [s["random"] for s in seen] == pytest.approx([1e-2 * training.lr_factor("cosine", k, 4) for k in range(4)])
+
+
+def test_cosine_run_resumes_bit_identically_and_refuses_a_new_length(tmp_path):
+    cfg = tiny_config(max_steps=6, checkpoint_every=2, keep_checkpoints=10, lr_schedule="cosine")
+    straight = tiny_train(tmp_path / "straight", cfg)
+    # a run "interrupted" after step 2: the same run with its later checkpoints taken away (a shorter
+    # max_steps would be another cosine)
+    tiny_train(tmp_path / "split", cfg)
+    for path in checkpoint_paths(tmp_path / "split")[1:]:
+        path.unlink()
+    resumed = tiny_train(tmp_path / "split", cfg, resume=True)
+    assert resumed.step == 6
+    assert_same_run(straight, resumed)
+    with pytest.raises(DMMInputError, match="max_steps"):
+        tiny_train(tmp_path / "split", tiny_config(max_steps=8, checkpoint_every=2, lr_schedule="cosine"), resume=True)
+
+
 def test_resume_refuses_a_changed_config(tmp_path):
     tiny_train(tmp_path / "run", tiny_config(max_steps=2))
     with pytest.raises(DMMInputError, match="lr_random"):
@@ -340,7 +379,7 @@ def test_unknown_config_key_is_named_with_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("line, key", [("loss: l2", "loss"), ("unroll: 0", "unroll"), ("frame_size: [64]", "frame_size"),
-                                       ("burn_in: -1", "burn_in"),
+                                       ("burn_in: -1", "burn_in"), ("lr_schedule: step", "lr_schedule"),
                                        ("proposals: cache\nproposal_cache: x", "augment"),
                                        ("proposals: network", "proposal_weights")])
 def test_bad_config_values_are_named(tmp_path, line, key):

@@ -210,7 +210,7 @@ def train_config(kind: str, seed: int, profile: str | None = None, budget: dict 
         proposals="cache", proposal_cache=str(assets.caches["train"]), augment=True, augment_axis_aligned=True,
         backbone_weights=str(assets.f_theta), lr_pretrained=budget["lr_pretrained"], lr_random=budget["lr_random"],
         assignment_loss_weight=budget["assignment_loss_weight"], loss=budget.get("loss", base.loss),
-        burn_in=budget.get("burn_in", 0),
+        burn_in=budget.get("burn_in", 0), lr_schedule=budget.get("lr_schedule", base.lr_schedule),
     )
 
 

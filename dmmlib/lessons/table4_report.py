@@ -159,6 +159,16 @@ def comparisons(objects: pd.DataFrame, pairs) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+#: A held-out curve has flattened when the line through its late part changes it by less than this
+#: share of the whole run's change (``flatness(...)["late_share"]``, in absolute value).
+FLAT_SHARE = 0.2
+
+
+def flattened(heldout: list[dict], key: str = "loss") -> bool:
+    """Whether the held-out curve of ``key`` has flattened by the book's rule (:data:`FLAT_SHARE`)."""
+    return bool(abs(flatness(heldout, key)["late_share"]) < FLAT_SHARE)
+
+
 def flatness(heldout: list[dict], key: str = "loss", late: float = 0.4) -> dict:
     """How flat a held-out curve of ``key`` (the loss, or one of its logged parts) ends: a line fitted to
     the last ``late`` fraction of the steps.
