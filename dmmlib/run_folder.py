@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dmmlib.checkpoints import (
@@ -130,15 +130,19 @@ def resume_point(cfg: TrainConfig, run_dir: Path, resume: bool, force: bool, tal
 
 
 def check_resume_config(cfg: TrainConfig, saved: dict, run_dir: Path) -> None:
-    """Refuse to resume with a config that changes the training (only :data:`RESUMABLE_CHANGES` may differ)."""
+    """Refuse to resume with a config that changes the training (only :data:`RESUMABLE_CHANGES` may differ;
+    under ``lr_schedule: cosine`` not the run's length either: the schedule spans it)."""
     now = cfg.to_dict()
     changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and now[k] != saved.get(k))
-    if now.get("lr_schedule") == "cosine" and cfg.total_steps() != TrainConfig(**saved).total_steps():
-        # the cosine's length is the run's: a longer or shorter run would jump to another learning rate
-        changed += [k for k in ("max_steps", "epochs") if now[k] != saved.get(k)]
+    length = ("clips_per_epoch", "batch_size", "epochs", "max_steps")
+    saved_total = replace(cfg, **{k: saved[k] for k in length if k in saved}).total_steps()
+    cosine = now["lr_schedule"] == "cosine"
+    if cosine and not changed and saved_total != cfg.total_steps():
+        changed = [k for k in ("epochs", "max_steps") if now[k] != saved.get(k)]
     if changed:
         details = "; ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
         raise DMMInputError(
             f"run folder {run_dir}: the config differs from the checkpoint's in keys that change the "
             f"training ({details}); only {', '.join(sorted(RESUMABLE_CHANGES))} may change on --resume"
+            + (" (but not the number of steps under lr_schedule: cosine, whose decay spans the run)" if cosine else "")
         )

@@ -28,10 +28,11 @@ from dmmlib.proposals.net import WEIGHT_KINDS, proposal_weights_kind
 
 PROPOSAL_SOURCES = ("oracle-noisy", "network", "cache")
 DATASETS = ("synthetic", "davis", "youtube-vos")
-# Keys that may change when a run is resumed: they do not alter the trajectory.
+LR_SCHEDULES = ("constant", "cosine")
 # Below this rate for every parameter a run fine-tunes (DAVIS: 1e-7, Sec. 4.1): a random network would not move.
 FINE_TUNE_LR = 1e-5
-LR_SCHEDULES = ("constant", "cosine")
+# Keys that may change when a run is resumed: they do not alter the trajectory (the number of steps does,
+# under lr_schedule: cosine; dmmlib.run_folder.check_resume_config refuses it then).
 RESUMABLE_CHANGES = {"max_steps", "epochs", "checkpoint_every", "keep_checkpoints", "log_every", "num_workers", "device"}
 
 
