@@ -103,7 +103,8 @@ TARGETS: dict[str, Target] = {
     "features": Target("dmmlib/features.py", ("tests/test_model.py",),
                        functions=("FeatureExtractor.pool", "box_average_weights", "_box_average", "masks_to_boxes")),
     "training": Target("dmmlib/training.py", ("tests/test_training.py",),
-                       functions=("_restore", "_save", "_start_files", "_finish"), keyword=RESUME),
+                       functions=("_restore", "_save", "_start_files", "_finish", "lr_factor", "_set_learning_rates"),
+                       keyword=f"({RESUME}) or cosine"),
 }
 
 # Lines that raise an error, and the string lines that continue a message, are not mutated: a mutant
