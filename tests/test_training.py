@@ -337,7 +337,7 @@ def test_cosine_schedule_by_hand():
     assert [training.lr_factor("constant", step, 4) for step in range(4)] == [1.0] * 4
 
 
-def test_cosine_schedule_sets_every_groups_rate_each_step(tmp_path, monkeypatch):
+def test_a_cosine_run_sets_the_rate_before_each_step(tmp_path, monkeypatch):
     seen = []
     step = torch.optim.Adam.step
 
@@ -348,6 +348,18 @@ def test_cosine_schedule_sets_every_groups_rate_each_step(tmp_path, monkeypatch)
     monkeypatch.setattr(torch.optim.Adam, "step", spy)
     tiny_train(tmp_path / "run", tiny_config(max_steps=4, lr_schedule="cosine", lr_random=1e-2))
     assert [s["random"] for s in seen] == pytest.approx([1e-2 * training.lr_factor("cosine", k, 4) for k in range(4)])
+
+
+def test_the_cosine_schedule_scales_both_parameter_groups_from_their_own_rates():
+    cfg = tiny_config(lr_schedule="cosine", lr_pretrained=1e-4, lr_random=1e-3)
+    groups = training.parameter_groups(TinyTracker(), cfg.lr_pretrained, cfg.lr_random, pretrained=("features.",))
+    run = SimpleNamespace(cfg=cfg, step=2, total_steps=4, optimizer=torch.optim.Adam(groups))
+    for step in (2, 3):  # the rate follows the step, not the rate of the step before
+        run.step = step
+        training._set_learning_rates(run)
+        rates = {g["name"]: g["lr"] for g in run.optimizer.param_groups}
+        factor = training.lr_factor("cosine", step, 4)
+        assert rates == pytest.approx({"pretrained": 1e-4 * factor, "random": 1e-3 * factor})
 
 
 def test_cosine_run_resumes_bit_identically_and_refuses_a_new_length(tmp_path):
