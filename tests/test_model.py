@@ -526,6 +526,36 @@ def test_box_pooling_is_roi_align_averaged_forward_and_backward(seed):
     torch.testing.assert_close(extractor.pool(single, rois.float()), expected.float(), rtol=1e-5, atol=1e-5)
 
 
+def test_box_pooling_reads_the_counts_once_and_reorders_only_rois_out_of_order(monkeypatch):
+    """pool's docstring: without counts they are read from the rois' batch indices, one read from the device."""
+    extractor = FeatureExtractor("resnet18")
+    maps = extractor(torch.rand(2, 3, H, W))
+    rois = _awkward_rois(2, 6, 0).float()
+    grouped = rois[torch.argsort(rois[:, 0], stable=True)]  # image 0's rois first, several per image
+    expected = extractor.pool(maps, grouped)
+    calls = {"bincount": 0, "argsort": 0}
+    for name in calls:
+        def counting(*args, _real=getattr(torch, name), _name=name, **kwargs):
+            calls[_name] += 1
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(torch, name, counting)
+    extractor.pool(maps, grouped)
+    assert calls == {"bincount": 1, "argsort": 0}  # grouped already: nothing to reorder
+    reversed_order = extractor.pool(maps, grouped.flip(0))
+    assert calls == {"bincount": 2, "argsort": 2}  # out of order: still one read, then sorted and put back
+    torch.testing.assert_close(reversed_order, expected.flip(0))
+
+
+def test_box_pooling_from_a_single_level():
+    extractor = FeatureExtractor("resnet18", pool_levels=("conv3",))
+    maps = extractor(torch.rand(2, 3, H, W))
+    rois = _awkward_rois(2, 6, 0).float()
+    pooled = extractor.pool(maps, rois)
+    assert pooled.shape == (6, extractor.dim)
+    expected = roi_align(maps["conv3"], rois, 7, 1.0 / 8, 2, aligned=True).mean(dim=(-1, -2))  # conv3: stride 8
+    torch.testing.assert_close(pooled, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_box_pooling_rejects_counts_that_do_not_fit_the_rois():
     extractor = FeatureExtractor("resnet18")
     maps = extractor(torch.rand(2, 3, H, W))
